@@ -1,0 +1,187 @@
+//! The command line: subcommands and settings, parsed raw by clap before they are turned
+//! into one validated configuration (`config.rs`). Every setting is an environment
+//! variable and a flag of the same name (CONTRACT.md section 7).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Archives identity-verification face reports (portrait, live frame, liveness video)
+/// into encrypted S3 before their media URLs expire.
+#[derive(Debug, Parser)]
+#[command(name = "archiver", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume report events until SIGTERM or SIGINT, then drain and exit 0.
+    Worker {
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Archive one report event now and print its manifest JSON.
+    Archive {
+        /// The event JSON file, or `-` for stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Ask the vendor API for fresh reports of sessions and archive them now.
+    Refetch {
+        /// Session ids (UUIDs).
+        session_ids: Vec<String>,
+        /// Publish the fresh event to the queue instead of archiving it here.
+        #[arg(long)]
+        enqueue: bool,
+        /// Only show what would be fetched; fetch and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Archive again even when the session already has a manifest.
+        #[arg(long)]
+        force: bool,
+        /// Take the sessions from the dead-letter queue instead of the command line.
+        #[arg(long)]
+        from_dlq: bool,
+        /// With --from-dlq, handle at most this many messages.
+        #[arg(long)]
+        limit: Option<u64>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Check one local file against the media rules and print a JSON verdict.
+    Validate {
+        /// Which media rule to apply.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// The file to check, or `-` for stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        limits: LimitSettings,
+    },
+    /// Download an archived object, decrypting it, to FILE or stdout.
+    Get {
+        /// The object key, such as face-reports/acme/<session>/source.jpg.
+        key: String,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Declare the queues and exchanges, then exit.
+    Topology {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Source,
+    Target,
+    Video,
+}
+
+impl From<KindArg> for media::MediaKind {
+    fn from(kind: KindArg) -> Self {
+        match kind {
+            KindArg::Source => media::MediaKind::Source,
+            KindArg::Target => media::MediaKind::Target,
+            KindArg::Video => media::MediaKind::Video,
+        }
+    }
+}
+
+/// The media limits of CONTRACT.md section 2 (shared by `validate` and the pipeline).
+#[derive(Debug, Clone, Args)]
+pub struct LimitSettings {
+    /// Source image bound, either orientation (WIDTHxHEIGHT).
+    #[arg(long, env = "ARCHIVER_SOURCE_MAX", default_value = "1920x1080")]
+    pub source_max: String,
+    /// Target image minimum short side, in pixels.
+    #[arg(long, env = "ARCHIVER_TARGET_MIN_SHORT_SIDE", default_value = "720")]
+    pub target_min_short_side: String,
+    /// Video maximum duration, in seconds.
+    #[arg(long, env = "ARCHIVER_VIDEO_MAX_SECS", default_value = "15")]
+    pub video_max_secs: String,
+}
+
+/// Every setting of CONTRACT.md section 7, kept as raw text here so that `config.rs`
+/// can report every bad value at once rather than stopping at the first.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// AMQP broker URL.
+    #[arg(long, env = "ARCHIVER_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_default_value = true, hide_env_values = true)]
+    pub amqp_url: String,
+    /// Queue of report events.
+    #[arg(long, env = "ARCHIVER_QUEUE", default_value = "face-reports")]
+    pub queue: String,
+    /// Events in flight per worker process.
+    #[arg(long, env = "ARCHIVER_CONCURRENCY", default_value = "8")]
+    pub concurrency: String,
+    /// Seconds the worker waits for events in flight after SIGTERM before returning them to the queue.
+    #[arg(long, env = "ARCHIVER_DRAIN_SECS", default_value = "20")]
+    pub drain_secs: String,
+    /// Deliveries of one event before the queue dead-letters it.
+    #[arg(long, env = "ARCHIVER_DELIVERY_LIMIT", default_value = "5")]
+    pub delivery_limit: String,
+    /// S3 bucket (required for commands that touch S3).
+    #[arg(long, env = "ARCHIVER_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 key prefix.
+    #[arg(long, env = "ARCHIVER_S3_PREFIX", default_value = "face-reports/")]
+    pub s3_prefix: String,
+    /// An S3-compatible endpoint (https://...); AWS when absent.
+    #[arg(long, env = "ARCHIVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region; from the AWS chain when absent.
+    #[arg(long, env = "ARCHIVER_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style addressing (true or false).
+    #[arg(long, env = "ARCHIVER_S3_PATH_STYLE", default_value = "false")]
+    pub s3_path_style: String,
+    /// Extra PEM CA to trust for the S3 endpoint.
+    #[arg(long, env = "ARCHIVER_S3_CA_FILE")]
+    pub s3_ca_file: Option<PathBuf>,
+    /// Server-side encryption: sse-c, aws:kms or AES256 (required for commands that touch S3).
+    #[arg(long, env = "ARCHIVER_SSE")]
+    pub sse: Option<String>,
+    /// Base64 of a 32-byte key, for sse-c.
+    #[arg(long, env = "ARCHIVER_SSE_C_KEY", hide_env_values = true)]
+    pub sse_c_key: Option<String>,
+    /// A name for the key in use, recorded in metadata and manifest.
+    #[arg(long, env = "ARCHIVER_SSE_KEY_ID", default_value = "k1")]
+    pub sse_key_id: String,
+    /// KMS key, for aws:kms; the bucket default when absent.
+    #[arg(long, env = "ARCHIVER_SSE_KMS_KEY_ID")]
+    pub sse_kms_key_id: Option<String>,
+    /// Comma-separated media hosts (host or host:port). Empty: any host whose every address is public.
+    #[arg(long, env = "ARCHIVER_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
+    /// Extra PEM CA to trust for media hosts.
+    #[arg(long, env = "ARCHIVER_SOURCE_CA_FILE")]
+    pub source_ca_file: Option<PathBuf>,
+    /// URL lifetime from issued_at, in seconds.
+    #[arg(long, env = "ARCHIVER_URL_TTL_SECS", default_value = "3600")]
+    pub url_ttl_secs: String,
+    /// Per-media size cap, in bytes.
+    #[arg(long, env = "ARCHIVER_MAX_MEDIA_BYTES", default_value = "104857600")]
+    pub max_media_bytes: String,
+    #[command(flatten)]
+    pub limits: LimitSettings,
+    /// Vendor API base URL, for refetch.
+    #[arg(long, env = "ARCHIVER_PROVIDER_API_URL")]
+    pub provider_api_url: Option<String>,
+    /// Vendor API key, for refetch.
+    #[arg(long, env = "ARCHIVER_PROVIDER_API_KEY", hide_env_values = true)]
+    pub provider_api_key: Option<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long, env = "ARCHIVER_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    pub metrics_addr: String,
+    /// Log format: text or json.
+    #[arg(long, env = "ARCHIVER_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}

@@ -1,0 +1,34 @@
+//! `archiver topology`: declares the queues and exchanges (CONTRACT.md section 4), prints
+//! what it declared as one JSON object, then exits.
+
+use serde_json::json;
+
+use crate::cli::Settings;
+use crate::config::Problems;
+use crate::exit::{CommandError, Outcome};
+use crate::worker::{self, bounded, connect, RESULTS_EXCHANGE};
+
+pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
+    let mut problems = Problems::default();
+    let topology = worker::config::topology(settings, &mut problems);
+    problems.finish()?;
+    crate::logging::init(&settings.log_format)?;
+
+    let declare = async {
+        let connection = connect(&settings.amqp_url, "topology").await?;
+        let channel = bounded("open a channel", connection.create_channel()).await?;
+        topology.declare(&channel).await?;
+        let _ = bounded("close the connection", connection.close(200, "declared".into())).await;
+        Ok::<_, worker::BrokerError>(())
+    };
+    declare.await.map_err(|err| CommandError::Failed(err.into()))?;
+    let declared = json!({
+        "queue": topology.queue,
+        "delivery_limit": topology.delivery_limit,
+        "dead_letter_exchange": topology.dead_letter_exchange(),
+        "dead_letter_queue": topology.dead_letter_queue(),
+        "results_exchange": RESULTS_EXCHANGE,
+    });
+    println!("{declared}");
+    Ok(Outcome::Done)
+}

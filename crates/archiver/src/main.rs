@@ -1,0 +1,48 @@
+//! `archiver`: thin glue between the command line and the pipeline crates.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod logging;
+// Not wired into `archiver worker` yet: see docs/operations.md and the worker's issue.
+#[allow(dead_code)]
+mod metrics;
+mod worker;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::CommandError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => return CommandError::Failed(err.into()).report(),
+    };
+    let result = runtime.block_on(run(cli));
+    // A finished command must not wait on background tasks still holding connections.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => err.report(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<exit::Outcome, CommandError> {
+    match cli.command {
+        Command::Validate { kind, file, limits } => commands::validate::run(kind.into(), &file, &limits),
+        Command::Archive { file, settings } => commands::archive::run(&file, &settings).await,
+        Command::Get { key, output, settings } => commands::get::run(&key, output.as_deref(), &settings).await,
+        Command::Worker { settings } => commands::worker::run(&settings).await,
+        Command::Topology { settings } => commands::topology::run(&settings).await,
+        Command::Refetch { session_ids, enqueue, dry_run, force, from_dlq, limit, settings } => {
+            let options = commands::refetch::Options { session_ids, enqueue, dry_run, force, from_dlq, limit };
+            commands::refetch::run(options, &settings).await
+        }
+    }
+}
