@@ -1,0 +1,70 @@
+//! Talking to RabbitMQ: connections, and a timeout around every broker call, because a
+//! broker that stops answering must not stall the worker forever.
+
+use std::future::Future;
+use std::time::Duration;
+
+use lapin::types::LongString;
+use lapin::{Connection, ConnectionProperties};
+
+/// The longest any single broker call (connect, declare, publish and its confirm, ack) may take.
+pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A broker call that failed or did not answer in time.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker refused or lost the call.
+    #[error("failed to {action}: {source}")]
+    Call {
+        action: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    /// The broker did not answer within [`BROKER_CALL_TIMEOUT`].
+    #[error("failed to {action}: no answer from the broker within {}s", BROKER_CALL_TIMEOUT.as_secs())]
+    Timeout { action: &'static str },
+    /// The broker negatively confirmed a publish: it did not take responsibility for it.
+    #[error("failed to {action}: the broker refused the message (publisher confirm nack)")]
+    Refused { action: &'static str },
+    /// A mandatory publish matched no queue.
+    #[error("failed to {action}: no queue is bound to receive it")]
+    Unroutable { action: &'static str },
+    /// A declaration clashed with what already exists on the broker.
+    #[error("{source}; `{name}` already exists with other arguments: delete it (after moving its messages) or declare it as it was, e.g. with the previous ARCHIVER_DELIVERY_LIMIT")]
+    Inequivalent {
+        name: String,
+        #[source]
+        source: Box<BrokerError>,
+    },
+}
+
+impl BrokerError {
+    /// Adds the fix to a declaration refused because the existing queue differs.
+    pub fn explain_inequivalent(self, name: &str) -> BrokerError {
+        if self.to_string().contains("inequivalent arg") {
+            BrokerError::Inequivalent { name: name.to_owned(), source: Box::new(self) }
+        } else {
+            self
+        }
+    }
+}
+
+/// Runs one broker call under [`BROKER_CALL_TIMEOUT`].
+pub async fn bounded<T>(
+    action: &'static str,
+    call: impl Future<Output = lapin::Result<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(BROKER_CALL_TIMEOUT, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(BrokerError::Call { action, source }),
+        Err(_) => Err(BrokerError::Timeout { action }),
+    }
+}
+
+/// Opens a connection named after its role, so that `rabbitmqctl list_connections` shows
+/// which connection of which worker is which.
+pub async fn connect(amqp_url: &str, role: &str) -> Result<Connection, BrokerError> {
+    let name = format!("archiver {role} (pid {})", std::process::id());
+    let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
+    bounded("connect to the broker", Connection::connect(amqp_url, properties)).await
+}
