@@ -1,0 +1,431 @@
+//! Prometheus metrics and the health endpoints on `ARCHIVER_METRICS_ADDR`: `/metrics`,
+//! `/healthz` (the process is alive) and `/readyz` (connected to the broker, S3 reachable,
+//! not draining).
+//!
+//! Every metric name, unit and bucket layout is defined here, once; the worker records
+//! through the helpers below so that no label can ever carry a URL, a key or any other
+//! free text (labels are `&'static str` taken from enums).
+//!
+//! The text format is rendered by `metrics-exporter-prometheus`; only the HTTP listener is
+//! ours, because the exporter's own listener cannot answer `/healthz` and `/readyz` on
+//! the same port.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Events finished, by `outcome` (see [`EventOutcome`]).
+pub const EVENTS: &str = "archiver_events_total";
+/// Media finished, by `kind` and `status` (see [`MediaStatus`]).
+pub const MEDIA: &str = "archiver_media_total";
+/// HTTP fetch attempts started, by `kind` (the first attempt included).
+pub const FETCH_ATTEMPTS: &str = "archiver_fetch_attempts_total";
+/// Fetch attempts that were retries of an earlier failed attempt, by `kind`.
+pub const FETCH_RETRIES: &str = "archiver_fetch_retries_total";
+/// Bytes written to S3 for stored media, by `kind`.
+pub const STORED_BYTES: &str = "archiver_stored_bytes_total";
+/// Seconds spent per stage of one media, by `stage` and `kind`.
+pub const STAGE_DURATION: &str = "archiver_stage_duration_seconds";
+/// Seconds from receipt of an event to its acknowledgement, dead-lettering or requeue.
+pub const EVENT_DURATION: &str = "archiver_event_duration_seconds";
+/// Age of an event when the worker receives it (from `issued_at` or the AMQP timestamp).
+pub const EVENT_AGE: &str = "archiver_event_age_seconds";
+/// Time left before the media URL expires when its fetch starts, by `kind`.
+pub const URL_TIME_LEFT: &str = "archiver_url_time_left_seconds";
+/// Events being processed right now by this process.
+pub const EVENTS_IN_FLIGHT: &str = "archiver_events_in_flight";
+/// 1 while `/readyz` answers 200, else 0.
+pub const READY: &str = "archiver_ready";
+/// Always 1; the `version` label carries the binary's version.
+pub const BUILD_INFO: &str = "archiver_build_info";
+
+/// Short stages (a part of one event) span milliseconds to the per-fetch deadline.
+const STAGE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// Ages and times left are measured against the 60-minute URL lifetime: fine-grained where
+/// an operator must act (the last ten minutes), coarse elsewhere.
+const LIFETIME_BUCKETS: &[f64] =
+    &[5.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0, 3000.0, 3300.0, 3500.0, 3600.0];
+
+/// How an event ended, as the `outcome` label of [`EVENTS`] and [`EVENT_DURATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Manifest written and message acknowledged (routing key `archived`).
+    Archived,
+    /// Dead-lettered with a reason (routing key `dead-lettered`), invalid events included.
+    DeadLettered,
+    /// Returned to the queue after a transient failure or a drain.
+    Requeued,
+}
+
+impl EventOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            EventOutcome::Archived => "archived",
+            EventOutcome::DeadLettered => "dead-lettered",
+            EventOutcome::Requeued => "requeued",
+        }
+    }
+}
+
+/// A media's `status` in the manifest (CONTRACT.md section 3), as a label of [`MEDIA`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaStatus {
+    Stored,
+    Absent,
+    Rejected,
+    Failed,
+}
+
+impl MediaStatus {
+    fn label(self) -> &'static str {
+        match self {
+            MediaStatus::Stored => "stored",
+            MediaStatus::Absent => "absent",
+            MediaStatus::Rejected => "rejected",
+            MediaStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A stage of one media's processing, as the `stage` label of [`STAGE_DURATION`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Downloading the bytes (all attempts).
+    Fetch,
+    /// Checking the bytes against the media rules (time spent inside the validator).
+    Validate,
+    /// Writing to S3 and reading the encryption back.
+    Store,
+}
+
+impl Stage {
+    fn label(self) -> &'static str {
+        match self {
+            Stage::Fetch => "fetch",
+            Stage::Validate => "validate",
+            Stage::Store => "store",
+        }
+    }
+}
+
+/// Installs the Prometheus recorder as the global `metrics` recorder (once per process;
+/// later calls return the same handle) and describes every metric.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = recorder_builder().build_recorder();
+            let handle = recorder.handle();
+            // Only fails when another recorder is already installed, which this OnceLock
+            // rules out for our own code; metrics then simply go to that recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+fn recorder_builder() -> PrometheusBuilder {
+    let builder = PrometheusBuilder::new();
+    // The bucket lists are constants and non-empty, so these cannot fail.
+    let builder = builder
+        .set_buckets_for_metric(Matcher::Full(STAGE_DURATION.into()), STAGE_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(EVENT_DURATION.into()), STAGE_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(EVENT_AGE.into()), LIFETIME_BUCKETS))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(URL_TIME_LEFT.into()), LIFETIME_BUCKETS));
+    builder.unwrap_or_else(|_| PrometheusBuilder::new())
+}
+
+fn describe() {
+    describe_counter!(EVENTS, Unit::Count, "Report events finished, by outcome.");
+    describe_counter!(MEDIA, Unit::Count, "Media finished, by kind and manifest status.");
+    describe_counter!(FETCH_ATTEMPTS, Unit::Count, "Media fetch attempts started, first attempts included.");
+    describe_counter!(FETCH_RETRIES, Unit::Count, "Media fetch attempts that retried an earlier failure.");
+    describe_counter!(STORED_BYTES, Unit::Bytes, "Bytes of media written to S3.");
+    describe_histogram!(STAGE_DURATION, Unit::Seconds, "Time spent per stage of one media.");
+    describe_histogram!(EVENT_DURATION, Unit::Seconds, "Time from receipt of an event to its outcome.");
+    describe_histogram!(EVENT_AGE, Unit::Seconds, "Age of an event when received, from issued_at or the AMQP timestamp.");
+    describe_histogram!(
+        URL_TIME_LEFT,
+        Unit::Seconds,
+        "Time left before the media URL expires when its fetch starts; low values mean the archive is losing the race."
+    );
+    describe_gauge!(EVENTS_IN_FLIGHT, Unit::Count, "Events being processed by this process.");
+    describe_gauge!(READY, "1 while /readyz answers 200.");
+    describe_gauge!(BUILD_INFO, "Always 1; the version label is the binary's version.");
+}
+
+/// An event has been received; `age` is how old it is (None when nothing tells).
+pub fn event_received(age: Option<Duration>) {
+    gauge!(EVENTS_IN_FLIGHT).increment(1.0);
+    if let Some(age) = age {
+        histogram!(EVENT_AGE).record(age.as_secs_f64());
+    }
+}
+
+/// An event received with [`event_received`] has ended with `outcome` after `elapsed`.
+pub fn event_finished(outcome: EventOutcome, elapsed: Duration) {
+    gauge!(EVENTS_IN_FLIGHT).decrement(1.0);
+    counter!(EVENTS, "outcome" => outcome.label()).increment(1);
+    histogram!(EVENT_DURATION, "outcome" => outcome.label()).record(elapsed.as_secs_f64());
+}
+
+/// A fetch attempt of a media starts. `attempt` counts from 1; `time_left` is the time
+/// until the URL expires (zero when it already has).
+pub fn fetch_attempt(kind: media::MediaKind, attempt: u32, time_left: Duration) {
+    let kind = kind.as_str();
+    counter!(FETCH_ATTEMPTS, "kind" => kind).increment(1);
+    if attempt > 1 {
+        counter!(FETCH_RETRIES, "kind" => kind).increment(1);
+    } else {
+        // Only the first attempt: retries would weigh the histogram toward slow media.
+        histogram!(URL_TIME_LEFT, "kind" => kind).record(time_left.as_secs_f64());
+    }
+}
+
+/// A stage of one media took `elapsed`.
+pub fn stage_finished(stage: Stage, kind: media::MediaKind, elapsed: Duration) {
+    histogram!(STAGE_DURATION, "stage" => stage.label(), "kind" => kind.as_str()).record(elapsed.as_secs_f64());
+}
+
+/// A media ended with `status`; `stored_bytes` is its size when it was stored.
+pub fn media_finished(kind: media::MediaKind, status: MediaStatus, stored_bytes: Option<u64>) {
+    let kind = kind.as_str();
+    counter!(MEDIA, "kind" => kind, "status" => status.label()).increment(1);
+    if let Some(bytes) = stored_bytes {
+        counter!(STORED_BYTES, "kind" => kind).increment(bytes);
+    }
+}
+
+/// The worker's readiness, shared with `/readyz`: ready when connected to the broker and
+/// S3 is reachable, and not draining. Cheap to clone; every clone is the same state.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug, Default)]
+struct ReadinessState {
+    broker: AtomicBool,
+    store: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// Not ready: nothing is connected yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The consumer's connection to the broker is up (or lost).
+    pub fn set_broker(&self, connected: bool) {
+        self.0.broker.store(connected, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// The last call to S3 succeeded (or failed for a reason of the store, not of a media).
+    pub fn set_store(&self, reachable: bool) {
+        self.0.store.store(reachable, Ordering::Relaxed);
+        self.publish();
+    }
+
+    /// SIGTERM received: the worker takes no new events. Never reset in a process.
+    pub fn set_draining(&self, draining: bool) {
+        self.0.draining.store(draining, Ordering::Relaxed);
+        self.publish();
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.broker.load(Ordering::Relaxed)
+            && self.0.store.load(Ordering::Relaxed)
+            && !self.0.draining.load(Ordering::Relaxed)
+    }
+
+    /// The reasons `/readyz` answers 503, for its body (fixed words, no error text).
+    fn not_ready_reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if !self.0.broker.load(Ordering::Relaxed) {
+            reasons.push("broker not connected");
+        }
+        if !self.0.store.load(Ordering::Relaxed) {
+            reasons.push("store not reachable");
+        }
+        if self.0.draining.load(Ordering::Relaxed) {
+            reasons.push("draining");
+        }
+        reasons
+    }
+
+    fn publish(&self) {
+        gauge!(READY).set(if self.is_ready() { 1.0 } else { 0.0 });
+    }
+}
+
+/// The running metrics endpoint. Dropping it does not stop it; call [`MetricsServer::stop`].
+#[derive(Debug)]
+pub struct MetricsServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting scrapes; call it last so that the drain stays observable.
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// How long one scrape or probe connection may take: a stuck client must not pin a task.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often histogram samples are folded into buckets when nobody scrapes, so that
+/// memory stays bounded.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the recorder (see [`install`]), binds `addr` and serves `/metrics`, `/healthz`
+/// and `/readyz` until [`MetricsServer::stop`]. Binding errors (address in use, bad
+/// address) are returned here so that the worker fails at start, not later.
+pub async fn serve(addr: SocketAddr, readiness: Readiness) -> std::io::Result<MetricsServer> {
+    let handle = install();
+    readiness.publish();
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let mut upkeep = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let handle = handle.clone();
+                    let readiness = readiness.clone();
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request| {
+                            let response = respond(&request, &handle, &readiness);
+                            async move { Ok::<_, Infallible>(response) }
+                        });
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        // A failed or timed-out scrape only concerns that scraper.
+                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                    });
+                }
+                _ = upkeep.tick() => handle.run_upkeep(),
+            }
+        }
+    });
+    Ok(MetricsServer { local_addr, task })
+}
+
+fn respond<B>(request: &Request<B>, handle: &PrometheusHandle, readiness: &Readiness) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, handle.render());
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" => {
+            if readiness.is_ready() {
+                text(StatusCode::OK, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", readiness.not_ready_reasons().join(", ")))
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(client: &reqwest::Client, server: &MetricsServer, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", server.local_addr());
+        let response = client.get(url).send().await.expect("the metrics endpoint answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("a text body"))
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer_health_readiness_and_metrics() {
+        let readiness = Readiness::new();
+        let server = serve("127.0.0.1:0".parse().unwrap(), readiness.clone()).await.expect("binds port 0");
+        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+
+        assert_eq!(get(&client, &server, "/healthz").await.0, 200);
+        assert_eq!(get(&client, &server, "/nope").await.0, 404);
+
+        // Readiness needs the broker and the store, and is lost while draining.
+        let cases: &[(&str, bool, bool, bool, u16, &str)] = &[
+            ("nothing connected", false, false, false, 503, "broker not connected, store not reachable"),
+            ("broker only", true, false, false, 503, "store not reachable"),
+            ("store only", false, true, false, 503, "broker not connected"),
+            ("both", true, true, false, 200, "ready"),
+            ("draining", true, true, true, 503, "draining"),
+        ];
+        for (name, broker, store, draining, status, body) in cases {
+            readiness.set_broker(*broker);
+            readiness.set_store(*store);
+            readiness.set_draining(*draining);
+            let (got_status, got_body) = get(&client, &server, "/readyz").await;
+            assert_eq!(got_status, *status, "{name}");
+            assert!(got_body.contains(body), "{name}: {got_body:?}");
+        }
+
+        event_received(Some(Duration::from_secs(90)));
+        fetch_attempt(media::MediaKind::Video, 1, Duration::from_secs(3000));
+        fetch_attempt(media::MediaKind::Video, 2, Duration::from_secs(2990));
+        stage_finished(Stage::Fetch, media::MediaKind::Video, Duration::from_millis(300));
+        media_finished(media::MediaKind::Video, MediaStatus::Stored, Some(2_337_998));
+        media_finished(media::MediaKind::Target, MediaStatus::Rejected, None);
+        event_finished(EventOutcome::Archived, Duration::from_secs(2));
+
+        let (status, body) = get(&client, &server, "/metrics").await;
+        assert_eq!(status, 200);
+        for expected in [
+            "archiver_events_total{outcome=\"archived\"} 1",
+            "archiver_media_total{kind=\"video\",status=\"stored\"} 1",
+            "archiver_media_total{kind=\"target\",status=\"rejected\"} 1",
+            "archiver_fetch_attempts_total{kind=\"video\"} 2",
+            "archiver_fetch_retries_total{kind=\"video\"} 1",
+            "archiver_stored_bytes_total{kind=\"video\"} 2337998",
+            "archiver_url_time_left_seconds_bucket{kind=\"video\",le=\"3000\"} 1",
+            "archiver_url_time_left_seconds_count{kind=\"video\"} 1",
+            "archiver_event_age_seconds_bucket{le=\"120\"} 1",
+            "archiver_stage_duration_seconds_bucket{stage=\"fetch\",kind=\"video\",le=\"0.5\"} 1",
+            "archiver_event_duration_seconds_count{outcome=\"archived\"} 1",
+            "archiver_ready 0",
+            "archiver_build_info{version=",
+            "# HELP archiver_url_time_left_seconds",
+            "# TYPE archiver_url_time_left_seconds histogram",
+        ] {
+            assert!(body.contains(expected), "missing {expected:?} in:\n{body}");
+        }
+        server.stop();
+    }
+}
