@@ -170,6 +170,12 @@ pub struct Settings {
     /// Per-media size cap, in bytes.
     #[arg(long, env = "ARCHIVER_MAX_MEDIA_BYTES", default_value = "104857600")]
     pub max_media_bytes: String,
+    /// Longest one media download attempt may take (request, body and upload), in seconds.
+    #[arg(long, env = "ARCHIVER_FETCH_TIMEOUT_SECS", default_value = "300")]
+    pub fetch_timeout_secs: String,
+    /// Attempts per media (the first included) before a transient failure is reported.
+    #[arg(long, env = "ARCHIVER_FETCH_ATTEMPTS", default_value = "4")]
+    pub fetch_attempts: String,
     #[command(flatten)]
     pub limits: LimitSettings,
     /// Vendor API base URL, for refetch.

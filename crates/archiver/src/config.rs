@@ -1,7 +1,9 @@
 //! Turns the raw settings of `cli.rs` into one validated configuration, reporting every
 //! bad value at once (exit 2) rather than one per run.
 
-use crate::cli::LimitSettings;
+use std::time::Duration;
+
+use crate::cli::{LimitSettings, Settings};
 use crate::exit::CommandError;
 
 /// Collects configuration problems so they can all be reported together.
@@ -68,4 +70,132 @@ pub fn limits_only(settings: &LimitSettings) -> Result<media::Limits, CommandErr
     let limits = limits(settings, &mut problems);
     problems.finish()?;
     Ok(limits)
+}
+
+/// Reads an optional PEM file named by `variable`, recording a problem when it is unreadable.
+fn read_pem(variable: &str, path: Option<&std::path::Path>, problems: &mut Problems) -> Vec<Vec<u8>> {
+    let Some(path) = path else { return Vec::new() };
+    match std::fs::read(path) {
+        Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => vec![pem],
+        Ok(_) => {
+            problems.push(format!("{variable}: {} holds no PEM certificate", path.display()));
+            Vec::new()
+        }
+        Err(err) => {
+            problems.push(format!("{variable}: cannot read {}: {err}", path.display()));
+            Vec::new()
+        }
+    }
+}
+
+/// The pipeline's configuration (CONTRACT.md section 7: S3, encryption, fetch, limits),
+/// every setting checked and every problem reported at once.
+pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, CommandError> {
+    let mut problems = Problems::default();
+    let limits = limits(&settings.limits, &mut problems);
+
+    let bucket = settings.s3_bucket.as_deref().map(str::trim).unwrap_or("");
+    if bucket.is_empty() {
+        problems.push("ARCHIVER_S3_BUCKET is required (the bucket to archive into)");
+    }
+    let prefix = settings.s3_prefix.trim().to_string();
+    if prefix.starts_with('/') {
+        problems.push(format!("ARCHIVER_S3_PREFIX must not start with `/`, got {prefix:?}"));
+    }
+    let endpoint = settings.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()).map(str::to_string);
+    if let Some(endpoint) = &endpoint {
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            problems.push(format!("ARCHIVER_S3_ENDPOINT must be an https:// URL, got {endpoint:?}"));
+        }
+    }
+    let path_style = problems.parse::<bool>("ARCHIVER_S3_PATH_STYLE", &settings.s3_path_style, "true or false").unwrap_or(false);
+    let region = settings.s3_region.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
+    let mut s3_ca = read_pem("ARCHIVER_S3_CA_FILE", settings.s3_ca_file.as_deref(), &mut problems);
+    // The AWS tools' own variable for an extra bundle; honoured as well (FIELD-NOTES).
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
+        s3_ca.extend(read_pem("AWS_CA_BUNDLE", Some(std::path::Path::new(&bundle)), &mut problems));
+    }
+
+    let key_id = settings.sse_key_id.trim().to_string();
+    if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
+        problems.push(format!("ARCHIVER_SSE_KEY_ID must be a non-empty printable name, got {key_id:?}"));
+    }
+    let sse = match settings.sse.as_deref().map(str::trim) {
+        None | Some("") => {
+            problems.push("ARCHIVER_SSE is required: sse-c, aws:kms or AES256 (there is no plaintext mode)");
+            None
+        }
+        Some("sse-c") => match settings.sse_c_key.as_deref() {
+            None | Some("") => {
+                problems.push("ARCHIVER_SSE_C_KEY is required with ARCHIVER_SSE=sse-c (try `openssl rand -base64 32`)");
+                None
+            }
+            Some(key) => match archive::SseCustomerKey::from_base64(key) {
+                Ok(key) => {
+                    if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
+                        problems.push("ARCHIVER_SSE=sse-c is refused over a plain http ARCHIVER_S3_ENDPOINT: use https");
+                    }
+                    Some(archive::Sse::CustomerKey(key))
+                }
+                Err(why) => {
+                    problems.push(format!("ARCHIVER_SSE_C_KEY {why}"));
+                    None
+                }
+            },
+        },
+        Some("aws:kms") => Some(archive::Sse::Kms {
+            key_id: settings.sse_kms_key_id.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(str::to_string),
+        }),
+        Some("AES256") => Some(archive::Sse::Aes256),
+        Some(other) => {
+            problems.push(format!("ARCHIVER_SSE must be sse-c, aws:kms or AES256, got {other:?}"));
+            None
+        }
+    };
+
+    let mut allowed_hosts = Vec::new();
+    for entry in settings.allowed_hosts.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.parse::<archive::AllowedHost>() {
+            Ok(host) => allowed_hosts.push(host),
+            Err(why) => problems.push(format!("ARCHIVER_ALLOWED_HOSTS: {why}")),
+        }
+    }
+    let source_ca = read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), &mut problems);
+    let url_ttl_secs = problems
+        .parse::<u64>("ARCHIVER_URL_TTL_SECS", &settings.url_ttl_secs, "a whole number of seconds")
+        .unwrap_or(3600);
+    let max_media_bytes = problems
+        .parse::<u64>("ARCHIVER_MAX_MEDIA_BYTES", &settings.max_media_bytes, "a whole number of bytes")
+        .unwrap_or(104_857_600);
+    let attempt_timeout_secs = problems
+        .parse::<u64>("ARCHIVER_FETCH_TIMEOUT_SECS", &settings.fetch_timeout_secs, "a whole number of seconds")
+        .unwrap_or(300);
+    let attempts = problems
+        .parse::<usize>("ARCHIVER_FETCH_ATTEMPTS", &settings.fetch_attempts, "a whole number of attempts")
+        .unwrap_or(4);
+    if attempt_timeout_secs == 0 || attempts == 0 {
+        problems.push("ARCHIVER_FETCH_TIMEOUT_SECS and ARCHIVER_FETCH_ATTEMPTS must be at least 1");
+    }
+    problems.finish()?;
+    let Some(sse) = sse else {
+        return Err(CommandError::usage("invalid configuration: ARCHIVER_SSE"));
+    };
+
+    let mut fetch = archive::FetchConfig::new(allowed_hosts, Duration::from_secs(url_ttl_secs), max_media_bytes);
+    fetch.extra_ca_pem = source_ca;
+    fetch.attempt_timeout = Duration::from_secs(attempt_timeout_secs);
+    fetch.max_attempts = attempts;
+    let store = archive::StoreConfig {
+        bucket: bucket.to_string(),
+        prefix,
+        endpoint,
+        region,
+        path_style,
+        extra_ca_pem: s3_ca,
+        sse,
+        key_id,
+        part_size: 8 * 1024 * 1024,
+        operation_timeout: Duration::from_secs(120),
+    };
+    Ok(archive::ArchiveConfig { store, fetch, limits })
 }
