@@ -12,6 +12,7 @@
 mod broker;
 pub mod config;
 mod consumer;
+mod pipeline;
 mod publisher;
 mod result;
 mod settle;
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use broker::{bounded, connect, BrokerError};
 pub use consumer::run;
+pub use pipeline::Pipeline;
 pub use result::ResultEvent;
 pub use topology::{Topology, REASON_HEADER, RESULTS_EXCHANGE};
 
