@@ -186,6 +186,9 @@ async fn drain(session: Option<Session>, tasks: &mut JoinSet<()>, period: Durati
             tracing::warn!(error = %err, "could not cancel the subscription; closing the channel returns its events");
         }
     }
+    while let Some(finished) = tasks.try_join_next() {
+        report_task_end(finished);
+    }
     tracing::info!(in_flight = tasks.len(), drain_secs = period.as_secs(), "draining");
     let all_finished = tokio::time::timeout(period, async {
         while let Some(finished) = tasks.join_next().await {

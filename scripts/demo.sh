@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The whole product in one command, on a fresh machine:
+#
+#   bash scripts/demo.sh
+#
+# 1. starts the local stack (RabbitMQ, Garage S3 behind TLS: scripts/stack/up.sh);
+# 2. builds the archiver (debug: on 2 cores it builds several minutes faster than
+#    release, and the demo's media are small);
+# 3. serves the sample media over HTTPS from a local server (the stand-in for the
+#    vendor's media host), trusted through ARCHIVER_SOURCE_CA_FILE;
+# 4. declares the topology (`archiver topology`) and starts `archiver worker`;
+# 5. publishes the sample events of fixtures/events/ (good ones and bad ones), waits
+#    (at most DEMO_TIMEOUT seconds, default 120) for each one's result, and prints each
+#    outcome, its S3 keys and, for a dead-lettered event, the dead-letter queue and reason;
+# 6. stops the worker with SIGTERM (it drains and exits 0) and the media server.
+#
+# The stack is left running for the tests and for a look around (queues:
+# `rabbitmqctl list_queues`; objects: `archiver get KEY`); stop it with
+# `bash scripts/stack/down.sh`. The demo uses its own queue, face-reports-demo.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo_root=$(pwd)
+timeout_secs=${DEMO_TIMEOUT:-120}
+queue=face-reports-demo
+step() { printf '\n==> %s\n' "$*"; }
+
+step "starting the local stack"
+bash scripts/stack/up.sh
+# shellcheck disable=SC1091
+source "${ARCHIVER_STACK_DIR:-$repo_root/.stack}/env"
+stack_dir=$ARCHIVER_STACK_DIR
+
+step "building the archiver and the demo client"
+cargo build -p archiver --bin archiver --example demo_client
+archiver=$repo_root/target/debug/archiver
+demo_client=$repo_root/target/debug/examples/demo_client
+
+work=$(mktemp -d)
+media_pid="" worker_pid=""
+cleanup() {
+	[[ -n $worker_pid ]] && kill "$worker_pid" 2>/dev/null || true
+	[[ -n $media_pid ]] && kill "$media_pid" 2>/dev/null || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+step "preparing the sample media"
+media=$work/media
+mkdir -p "$media"
+if [[ -f fixtures/media/source.jpg && -f fixtures/media/target.jpg && -f fixtures/media/video.mp4 ]]; then
+	cp fixtures/media/source.jpg fixtures/media/target.jpg fixtures/media/video.mp4 "$media/"
+else
+	convert -size 600x800 plasma:fractal -quality 85 "$media/source.jpg"
+	convert -size 1280x720 gradient:navy-orange -quality 85 "$media/target.jpg"
+	ffmpeg -loglevel error -f lavfi -i testsrc=duration=3:size=320x240:rate=15 -pix_fmt yuv420p "$media/video.mp4"
+fi
+# Below the 720-pixel minimum for the live frame: the target is rejected, not stored.
+convert -size 640x480 gradient:gray-white -quality 85 "$media/target-480p.jpg"
+ls -l "$media" | tail -n +2
+
+step "starting the HTTPS media server"
+python3 scripts/demo/media_server.py "$media" "$stack_dir/tls/server.pem" "$stack_dir/tls/server.key" "$work/port" \
+	>"$work/media.log" 2>&1 &
+media_pid=$!
+for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.1; done
+[[ -s $work/port ]] || { cat "$work/media.log"; echo "the media server did not start" >&2; exit 1; }
+media_url=https://localhost:$(cat "$work/port")
+echo "serving $media at $media_url"
+
+export ARCHIVER_QUEUE=$queue
+export ARCHIVER_SOURCE_CA_FILE=$stack_dir/tls/ca.pem
+export ARCHIVER_ALLOWED_HOSTS=localhost:$(cat "$work/port")
+export ARCHIVER_CONCURRENCY=4
+
+step "declaring the topology (archiver topology)"
+"$archiver" topology
+
+step "starting the worker (log: $work/worker.log, printed at the end)"
+NO_COLOR=1 "$archiver" worker >"$work/worker.log" 2>&1 &
+worker_pid=$!
+
+step "publishing the sample events"
+status=0
+"$demo_client" --queue "$queue" --media "$media_url" --timeout "$timeout_secs" fixtures/events/*.json || status=$?
+
+step "stopping the worker (SIGTERM: it drains, then exits 0)"
+kill -TERM "$worker_pid"
+worker_status=0
+for _ in $(seq 300); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done
+wait "$worker_pid" || worker_status=$?
+worker_pid=""
+echo "worker exit code: $worker_status"
+echo "--- worker log: settlements and shutdown ---"
+grep -E "event settled|returning|shutting down|draining|stopped" "$work/worker.log" | cut -c1-220 || true
+
+step "reading one archived object back, decrypted (archiver get)"
+key=face-reports/demo/0a1b2c3d-0001-4000-8000-000000000001/source.jpg
+if "$archiver" get "$key" -o "$work/source.jpg"; then
+	echo "$key: $(sha256sum <"$work/source.jpg" | cut -c1-16)... (sha256), served: $(sha256sum <"$media/source.jpg" | cut -c1-16)..."
+	cmp -s "$work/source.jpg" "$media/source.jpg" && echo "identical bytes: the archive is the evidence as fetched"
+fi
+
+echo
+echo "The stack is still running: scripts/stack/down.sh stops it."
+exit $((status != 0 || worker_status != 0))
