@@ -48,15 +48,20 @@ trap cleanup EXIT
 step "preparing the sample media"
 media=$work/media
 mkdir -p "$media"
-if [[ -f fixtures/media/source.jpg && -f fixtures/media/target.jpg && -f fixtures/media/video.mp4 ]]; then
-	cp fixtures/media/source.jpg fixtures/media/target.jpg fixtures/media/video.mp4 "$media/"
+fixture_media=(source-600x800.jpg target-1280x720.jpg video-10s-moov-last.mp4 target-1280x719.jpg)
+if (cd fixtures/media 2>/dev/null && ls "${fixture_media[@]}" >/dev/null 2>&1); then
+	cp fixtures/media/source-600x800.jpg "$media/source.jpg"
+	cp fixtures/media/target-1280x720.jpg "$media/target.jpg"
+	cp fixtures/media/video-10s-moov-last.mp4 "$media/video.mp4"
+	# One pixel below the 720-pixel minimum for the live frame: rejected, not stored.
+	cp fixtures/media/target-1280x719.jpg "$media/target-too-small.jpg"
 else
+	# Without fixtures/media (fixtures/make-fixtures.sh regenerates it), make stand-ins.
 	convert -size 600x800 plasma:fractal -quality 85 "$media/source.jpg"
 	convert -size 1280x720 gradient:navy-orange -quality 85 "$media/target.jpg"
 	ffmpeg -loglevel error -f lavfi -i testsrc=duration=3:size=320x240:rate=15 -pix_fmt yuv420p "$media/video.mp4"
+	convert -size 1280x719 gradient:gray-white -quality 85 "$media/target-too-small.jpg"
 fi
-# Below the 720-pixel minimum for the live frame: the target is rejected, not stored.
-convert -size 640x480 gradient:gray-white -quality 85 "$media/target-480p.jpg"
 ls -l "$media" | tail -n +2
 
 step "starting the HTTPS media server"
