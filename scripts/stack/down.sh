@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Stop what scripts/stack/up.sh started: nginx and Garage through their pid files, and
+# RabbitMQ only if up.sh started it (a broker it reused is left alone). Keeps the state
+# directory (data, credentials, CA), so the next up.sh finds the same stack. Idempotent.
+set -euo pipefail
+
+# shellcheck source=scripts/stack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [[ ! -d $STACK_DIR ]]; then
+	say "nothing to stop: $STACK_DIR does not exist"
+	exit 0
+fi
+STACK_DIR=$(cd "$STACK_DIR" && pwd)
+
+# stop_pid NAME PIDFILE: SIGTERM, wait (bounded), then SIGKILL.
+stop_pid() {
+	local name=$1 pidfile=$2
+	if ! pid_alive "$pidfile"; then
+		say "$name: not running"
+		rm -f "$pidfile"
+		return 0
+	fi
+	local pid
+	pid=$(cat "$pidfile")
+	say "$name: stopping (pid $pid)"
+	kill "$pid" 2>/dev/null || true
+	if ! wait_for 30 "$name stopped" bash -c "! kill -0 $pid 2>/dev/null"; then
+		warn "$name did not stop within 30 s; killing it"
+		kill -9 "$pid" 2>/dev/null || true
+	fi
+	rm -f "$pidfile"
+}
+
+stop_pid nginx "$STACK_DIR/nginx/nginx.pid"
+stop_pid garage "$STACK_DIR/garage.pid"
+
+RABBIT_MARK=$STACK_DIR/rabbitmq.started-by-stack
+if [[ -e $RABBIT_MARK ]]; then
+	node=$(cat "$RABBIT_MARK")
+	if port_open "$AMQP_PORT"; then
+		say "rabbitmq: stopping $node"
+		RABBITMQ_NODENAME=$node timeout 90 rabbitmqctl stop >/dev/null 2>&1 ||
+			warn "rabbitmqctl stop failed; see /var/log/rabbitmq/"
+	else
+		say "rabbitmq: not running"
+	fi
+	rm -f "$RABBIT_MARK"
+else
+	say "rabbitmq: not started by this stack; left alone"
+fi
+say "stopped (state kept in $STACK_DIR; remove it to start from scratch)"

@@ -1,0 +1,8 @@
+//! Integration tests against the real stack (scripts/stack/up.sh): RabbitMQ, Garage behind
+//! TLS, and HTTPS media servers run by the tests. Run them all with scripts/test.sh.
+//!
+//! One module per area; add yours to the list below.
+
+mod support;
+
+mod stack_smoke;
