@@ -5,4 +5,6 @@
 
 mod support;
 
+mod archive_faults;
+mod archive_pipeline;
 mod stack_smoke;

@@ -147,7 +147,7 @@ impl Archiver {
             }
             Err(err) => {
                 tracing::error!(key = %manifest_key, error = %err, "manifest not written");
-                Archived { manifest: None, manifest_key, disposition: Disposition::manifest_not_written(&err) }
+                Archived { manifest: None, manifest_key, disposition: Disposition::manifest_not_written(&disposition, &err) }
             }
         }
     }

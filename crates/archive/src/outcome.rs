@@ -25,9 +25,14 @@ impl Disposition {
         Disposition::DeadLetter { reason: format!("invalid event: {err}") }
     }
 
-    /// A failure to write the manifest.
-    pub(crate) fn manifest_not_written(err: &StoreError) -> Disposition {
-        let reason = format!("cannot write the manifest: {err}");
+    /// A failure to write the manifest, after the media gave `media` (never `Retry`).
+    pub(crate) fn manifest_not_written(media: &Disposition, err: &StoreError) -> Disposition {
+        let reason = match media {
+            Disposition::DeadLetter { reason } | Disposition::Retry { reason } => {
+                format!("{reason}; cannot write the manifest: {err}")
+            }
+            Disposition::Done => format!("cannot write the manifest: {err}"),
+        };
         if err.is_transient() {
             Disposition::Retry { reason }
         } else {

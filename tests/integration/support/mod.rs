@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod amqp;
+pub mod archive_kit;
 pub mod cli;
 pub mod media_server;
 pub mod stack;
