@@ -13,7 +13,7 @@ mod mp4;
 mod sniff;
 
 pub use error::MediaError;
-pub use limits::{Dimensions, Limits, ParseLimitsError};
+pub use limits::{Dimensions, Limits, ParseLimitsError, MAX_IMAGE_SIDE};
 pub use sniff::sniff;
 
 use serde::Serialize;
@@ -107,7 +107,13 @@ impl Validator {
             Format::Jpeg => Inner::Jpeg(jpeg::JpegScanner::new(limits)),
             Format::Mp4 => Inner::Mp4(mp4::Mp4Scanner::new(limits)),
         };
-        Validator { kind, limits: limits.clone(), inner, bytes: 0, failed: None }
+        Validator {
+            kind,
+            limits: limits.clone(),
+            inner,
+            bytes: 0,
+            failed: None,
+        }
     }
 
     pub fn kind(&self) -> MediaKind {
@@ -169,7 +175,11 @@ impl Validator {
 }
 
 /// Validates a whole file held in memory (a convenience for the CLI and tests).
-pub fn validate_bytes(kind: MediaKind, limits: &Limits, bytes: &[u8]) -> Result<Verdict, MediaError> {
+pub fn validate_bytes(
+    kind: MediaKind,
+    limits: &Limits,
+    bytes: &[u8],
+) -> Result<Verdict, MediaError> {
     let mut validator = Validator::new(kind, limits);
     validator.feed(bytes)?;
     validator.finish()

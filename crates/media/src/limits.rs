@@ -33,7 +33,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            source_max: Dimensions { width: 1920, height: 1080 },
+            source_max: Dimensions {
+                width: 1920,
+                height: 1080,
+            },
             target_min_short_side: 720,
             video_max_secs: 15.0,
         }
@@ -59,7 +62,17 @@ impl std::str::FromStr for Dimensions {
     }
 }
 
-pub(crate) fn check_image(kind: MediaKind, dims: Dimensions, limits: &Limits) -> Result<(), MediaError> {
+/// No image of either kind may claim a side longer than this, whatever the configured
+/// limits: the contract rejects a header that claims a huge frame (a forged 65535x65535
+/// would otherwise pass as a target image, whose limit is only a minimum). 16384 is
+/// above any phone camera's and any video frame's side.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+
+pub(crate) fn check_image(
+    kind: MediaKind,
+    dims: Dimensions,
+    limits: &Limits,
+) -> Result<(), MediaError> {
     match kind {
         MediaKind::Source => {
             let max = limits.source_max;
@@ -82,6 +95,14 @@ pub(crate) fn check_image(kind: MediaKind, dims: Dimensions, limits: &Limits) ->
         }
         MediaKind::Video => {}
     }
+    if dims.long_side() > MAX_IMAGE_SIDE {
+        return Err(MediaError::TooLarge {
+            width: dims.width,
+            height: dims.height,
+            max_long: MAX_IMAGE_SIDE,
+            max_short: MAX_IMAGE_SIDE,
+        });
+    }
     Ok(())
 }
 
@@ -90,7 +111,10 @@ pub(crate) const DURATION_TOLERANCE_SECS: f64 = 1e-6;
 
 pub(crate) fn check_video(duration_secs: f64, limits: &Limits) -> Result<(), MediaError> {
     if duration_secs > limits.video_max_secs + DURATION_TOLERANCE_SECS {
-        return Err(MediaError::TooLong { duration_secs, max_secs: limits.video_max_secs });
+        return Err(MediaError::TooLong {
+            duration_secs,
+            max_secs: limits.video_max_secs,
+        });
     }
     Ok(())
 }
