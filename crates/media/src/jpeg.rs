@@ -17,6 +17,7 @@
 //!   "extraneous bytes" there with a warning, we reject them as malformed.
 
 use crate::sniff::{describe, Prefix};
+use crate::walk::Walker;
 use crate::{Dimensions, Limits, MediaError};
 
 const FORMAT: &str = "jpeg";
@@ -84,23 +85,12 @@ impl JpegScanner {
 
     /// Consumes the next chunk. Fails as soon as the bytes cannot be a valid JPEG.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), MediaError> {
-        let mut rest = chunk;
-        if self.state == State::Prefix {
-            let taken = self.prefix.fill(rest);
-            rest = &rest[taken..];
-            if !self.prefix.is_full() {
-                return Ok(());
-            }
-            self.start()?;
-        }
-        self.walk(rest)
+        self.feed_chunk(chunk)
     }
 
     /// Ends the input: the frame dimensions if the file was a complete JPEG.
     pub fn finish(mut self) -> Result<Dimensions, MediaError> {
-        if self.state == State::Prefix {
-            self.start()?;
-        }
+        self.start_if_still_collecting()?;
         let detail = match (self.state, self.frame) {
             (State::Done, Some(dims)) => return Ok(dims),
             (_, None) => "the file ends before the frame header",
@@ -119,7 +109,7 @@ impl JpegScanner {
     }
 
     /// Checks the collected prefix for SOI, then walks the rest of it.
-    fn start(&mut self) -> Result<(), MediaError> {
+    fn judge_prefix(&mut self) -> Result<(), MediaError> {
         let mut prefix = Prefix::default();
         std::mem::swap(&mut prefix, &mut self.prefix);
         let head = prefix.as_slice();
@@ -137,17 +127,8 @@ impl JpegScanner {
         self.walk(head.get(2..).unwrap_or_default())
     }
 
-    fn walk(&mut self, mut bytes: &[u8]) -> Result<(), MediaError> {
-        while !bytes.is_empty() {
-            let consumed = self.step(bytes)?;
-            bytes = &bytes[consumed..];
-            self.offset = self.offset.saturating_add(consumed as u64);
-        }
-        Ok(())
-    }
-
-    /// Consumes at least one byte of `bytes` (never none) and returns how many.
-    fn step(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
+    /// One step of the walk: see [`Walker::step`].
+    fn step_state(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
         let byte = bytes[0];
         match self.state {
             State::Prefix => unreachable_state(),
@@ -364,6 +345,24 @@ impl JpegScanner {
 
     fn malformed(&self, what: String) -> MediaError {
         malformed_at(self.offset, what)
+    }
+}
+
+impl Walker for JpegScanner {
+    fn collecting(&mut self) -> Option<&mut Prefix> {
+        (self.state == State::Prefix).then_some(&mut self.prefix)
+    }
+
+    fn start(&mut self) -> Result<(), MediaError> {
+        self.judge_prefix()
+    }
+
+    fn step(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
+        self.step_state(bytes)
+    }
+
+    fn offset_mut(&mut self) -> &mut u64 {
+        &mut self.offset
     }
 }
 

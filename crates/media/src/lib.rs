@@ -11,6 +11,7 @@ mod jpeg;
 mod limits;
 mod mp4;
 mod sniff;
+mod walk;
 
 pub use error::MediaError;
 pub use limits::{Dimensions, Limits, ParseLimitsError, MAX_IMAGE_SIDE};

@@ -30,6 +30,7 @@
 //! - A `moov` above 32 MiB or a `moof` above 16 MiB is rejected rather than buffered.
 
 use crate::sniff::{describe, Prefix};
+use crate::walk::Walker;
 use crate::{Limits, MediaError};
 
 const FORMAT: &str = "mp4";
@@ -148,23 +149,12 @@ impl Mp4Scanner {
     /// Consumes the next chunk. Fails as soon as the bytes cannot be a valid MP4 within
     /// the limit.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<(), MediaError> {
-        let mut rest = chunk;
-        if matches!(self.state, State::Prefix) {
-            let taken = self.prefix.fill(rest);
-            rest = &rest[taken..];
-            if !self.prefix.is_full() {
-                return Ok(());
-            }
-            self.start()?;
-        }
-        self.walk(rest)
+        self.feed_chunk(chunk)
     }
 
     /// Ends the input: the duration in seconds if the file was a complete MP4.
     pub fn finish(mut self) -> Result<f64, MediaError> {
-        if matches!(self.state, State::Prefix) {
-            self.start()?;
-        }
+        self.start_if_still_collecting()?;
         match std::mem::replace(&mut self.state, State::SkipToEnd) {
             State::Header { have: 0, .. } | State::SkipToEnd => {}
             State::Hold {
@@ -202,14 +192,12 @@ impl Mp4Scanner {
     }
 
     /// Checks the collected prefix for a leading `ftyp`, then walks it.
-    fn start(&mut self) -> Result<(), MediaError> {
+    fn judge_prefix(&mut self) -> Result<(), MediaError> {
         let prefix = std::mem::take(&mut self.prefix);
         let head = prefix.as_slice();
         // A prefix cut short by the end of the file is judged on what there is.
-        let looks_right = match head.get(4..8) {
-            Some(kind) => kind == b"ftyp",
-            None => head.len() <= 4,
-        };
+        let kind = head.get(4..).unwrap_or_default();
+        let looks_right = b"ftyp".starts_with(&kind[..kind.len().min(4)]);
         if !looks_right {
             return Err(MediaError::WrongFormat {
                 expected: FORMAT,
@@ -223,17 +211,8 @@ impl Mp4Scanner {
         self.walk(head)
     }
 
-    fn walk(&mut self, mut bytes: &[u8]) -> Result<(), MediaError> {
-        while !bytes.is_empty() {
-            let consumed = self.step(bytes)?;
-            bytes = &bytes[consumed..];
-            self.offset = self.offset.saturating_add(consumed as u64);
-        }
-        Ok(())
-    }
-
-    /// Consumes at least one byte of `bytes` (never none) and returns how many.
-    fn step(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
+    /// One step of the walk: see [`Walker::step`].
+    fn step_state(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
         match &mut self.state {
             State::Prefix => Err(malformed(
                 "internal: scanner used before its start".to_string(),
@@ -468,6 +447,24 @@ impl Mp4Scanner {
     }
 }
 
+impl Walker for Mp4Scanner {
+    fn collecting(&mut self) -> Option<&mut Prefix> {
+        matches!(self.state, State::Prefix).then_some(&mut self.prefix)
+    }
+
+    fn start(&mut self) -> Result<(), MediaError> {
+        self.judge_prefix()
+    }
+
+    fn step(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
+        self.step_state(bytes)
+    }
+
+    fn offset_mut(&mut self) -> &mut u64 {
+        &mut self.offset
+    }
+}
+
 fn seconds(ticks: u64, timescale: u32) -> f64 {
     // Timescales of 0 are rejected while parsing; the guard keeps this total anyway.
     ticks as f64 / f64::from(timescale.max(1))
@@ -619,10 +616,12 @@ impl<'a> Children<'a> {
         let header_len: usize = if header[..4] == [0, 0, 0, 1] { 16 } else { 8 };
         let size = match rest.get(..header_len).map(read_box_size) {
             Some(BoxSize::Bytes(size)) => size,
-            Some(BoxSize::ToEnd) => return Err(malformed(format!(
+            Some(BoxSize::ToEnd) => {
+                return Err(malformed(format!(
                 "box '{}' inside '{parent}' declares size 0, which only a last top-level box may",
                 fourcc(&kind)
-            ))),
+            )))
+            }
             None => {
                 return Err(malformed(format!(
                     "the '{parent}' box ends inside a box header"
