@@ -24,7 +24,9 @@ mod hosts;
 mod manifest;
 mod outcome;
 mod pipeline;
+mod progress;
 mod store;
+mod vendor;
 
 use std::sync::Arc;
 
@@ -39,7 +41,9 @@ pub use fetch::{redacted, FetchError};
 pub use hosts::HostNotAllowed;
 pub use manifest::{Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, StoredMedia};
 pub use outcome::Disposition;
+pub use progress::ProgressObserver;
 pub use store::StoreError;
+pub use vendor::{event_json, report_from_answer, VendorClient, VendorConfig, VendorError};
 
 use crate::fetch::Fetcher;
 use crate::manifest::manifest_time;
@@ -94,6 +98,16 @@ impl Archiver {
     pub async fn archive(&self, event: &ReportEvent, received: &Received) -> Archived {
         let span = tracing::info_span!("archive", session_id = %event.session_id, tenant = %event.tenant);
         self.archive_in_span(event, received).instrument(span).await
+    }
+
+    /// [`archive`](Self::archive), telling `observer` how each media progresses.
+    pub async fn archive_with_progress(
+        &self,
+        event: &ReportEvent,
+        received: &Received,
+        observer: Arc<dyn ProgressObserver>,
+    ) -> Archived {
+        progress::scope(observer, self.archive(event, received)).await
     }
 
     async fn archive_in_span(&self, event: &ReportEvent, received: &Received) -> Archived {

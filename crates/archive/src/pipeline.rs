@@ -62,6 +62,7 @@ impl Archiver {
     /// a permanent failure, the attempts are spent, or the URL expires.
     pub(crate) async fn archive_media(&self, slot: Slot, url: Option<&Url>, key: String, expires_at: OffsetDateTime) -> MediaOutcome {
         let Some(url) = url else {
+            crate::progress::finished(slot.kind, "absent");
             return MediaOutcome { entry: MediaEntry::Absent, transient: false };
         };
         let config = &self.inner.config.fetch;
@@ -79,6 +80,7 @@ impl Archiver {
                 return Err(AttemptError::Expired(rfc3339(expires_at)));
             }
             attempts.fetch_add(1, Relaxed);
+            crate::progress::attempt_started(slot.kind);
             self.attempt(slot, url, &key).await
         };
         let result = attempt
@@ -112,6 +114,22 @@ impl Archiver {
             })
             .await;
         let attempts = attempts.load(Relaxed);
+        let outcome = media_outcome(slot, url, result, attempts, expires_at, &expired_while_waiting, &gave_up_on_retry_after);
+        crate::progress::finished(slot.kind, outcome.entry.status());
+        outcome
+    }
+}
+
+/// Turns the last attempt's result into the media's manifest entry.
+fn media_outcome(
+        slot: Slot,
+        url: &Url,
+        result: Result<StoredMedia, AttemptError>,
+        attempts: u32,
+        expires_at: OffsetDateTime,
+        expired_while_waiting: &AtomicBool,
+        gave_up_on_retry_after: &AtomicBool,
+    ) -> MediaOutcome {
         match result {
             Ok(stored) => {
                 tracing::info!(media = slot.kind.as_str(), key = %stored.key, bytes = stored.bytes, attempts, "stored");
@@ -137,12 +155,13 @@ impl Archiver {
         }
     }
 
+impl Archiver {
     /// One attempt: download, validate and store as the bytes arrive. A failed attempt
     /// leaves nothing behind: a started multipart upload is aborted.
     async fn attempt(&self, slot: Slot, url: &Url, key: &str) -> Result<StoredMedia, AttemptError> {
         let mut download = self.inner.fetcher.open(url).await?;
         let store = &self.inner.store;
-        let mut upload = store.upload(key.to_string(), slot.content_type);
+        let mut upload = store.upload(key.to_string(), slot.content_type, download.declared_length());
         let streamed = async {
             let mut validator = Validator::new(slot.kind, &self.inner.config.limits);
             let mut hasher = Sha256::new();
@@ -151,6 +170,7 @@ impl Archiver {
                 validator.feed(&chunk)?;
                 hasher.update(&chunk);
                 bytes += chunk.len() as u64;
+                crate::progress::bytes(slot.kind, chunk.len() as u64);
                 upload.write(chunk).await?;
             }
             let fetched_at = manifest_time(OffsetDateTime::now_utc());

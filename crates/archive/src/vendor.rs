@@ -262,3 +262,45 @@ mod tests {
         assert!(!VendorError::Unauthorized { session_id: SESSION.into() }.is_transient());
     }
 }
+
+/// The event as CONTRACT.md section 1 JSON, for publishing a fresh report to the queue.
+pub fn event_json(event: &ReportEvent) -> Value {
+    let face = &event.face;
+    let url = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(Value::from).unwrap_or(Value::Null);
+    let mut value = json!({
+        "session_id": event.session_id,
+        "tenant": event.tenant,
+        "face": {
+            "status": face.status,
+            "face_match_status": face.face_match_status,
+            "liveness_status": face.liveness_status,
+            "face_match_similarity": face.face_match_similarity,
+            "liveness_confidence": face.liveness_confidence,
+            "source_image": url(&face.source_image),
+            "target_image": url(&face.target_image),
+            "video_url": url(&face.video_url),
+        }
+    });
+    if let Some(issued_at) = event.issued_at.and_then(|at| at.format(&Rfc3339).ok()) {
+        value["issued_at"] = Value::from(issued_at);
+    }
+    value
+}
+
+#[cfg(test)]
+mod event_json_tests {
+    use super::*;
+
+    #[test]
+    fn an_event_survives_the_round_trip_through_json() {
+        let at = time::macros::datetime!(2026-11-26 08:00:00 UTC);
+        let answer = json!({"face": {
+            "status": "In Review", "face_match_status": "Approved", "liveness_status": "Not Finished",
+            "face_match_similarity": 95.43, "liveness_confidence": 65.0,
+            "source_image": "https://media.example/s.jpg?sig=1", "video_url": "https://media.example/v.mp4"
+        }});
+        let event = report_from_answer("11111111-2222-3333-4444-555555555555", "acme", answer, at).unwrap();
+        let again = parse_event(event_json(&event).to_string().as_bytes()).unwrap();
+        assert_eq!(again, event);
+    }
+}

@@ -33,6 +33,9 @@ pub enum Command {
     Refetch {
         /// Session ids (UUIDs).
         session_ids: Vec<String>,
+        /// The tenant the sessions belong to (their S3 keys); --from-dlq reads it from each event.
+        #[arg(long, default_value = "default")]
+        tenant: String,
         /// Publish the fresh event to the queue instead of archiving it here.
         #[arg(long)]
         enqueue: bool,

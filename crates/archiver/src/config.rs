@@ -73,7 +73,7 @@ pub fn limits_only(settings: &LimitSettings) -> Result<media::Limits, CommandErr
 }
 
 /// Reads an optional PEM file named by `variable`, recording a problem when it is unreadable.
-fn read_pem(variable: &str, path: Option<&std::path::Path>, problems: &mut Problems) -> Vec<Vec<u8>> {
+pub fn read_pem(variable: &str, path: Option<&std::path::Path>, problems: &mut Problems) -> Vec<Vec<u8>> {
     let Some(path) = path else { return Vec::new() };
     match std::fs::read(path) {
         Ok(pem) if pem.windows(11).any(|w| w == b"-----BEGIN ") => vec![pem],

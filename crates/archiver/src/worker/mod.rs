@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use broker::{bounded, connect, BrokerError};
 pub use consumer::run;
 pub use pipeline::Pipeline;
+pub use publisher::{Message, Publisher};
 pub use result::ResultEvent;
 pub use topology::{Topology, REASON_HEADER, RESULTS_EXCHANGE};
 
