@@ -12,15 +12,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use media::MediaKind;
+use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -106,6 +108,9 @@ pub enum Stage {
     Validate,
     /// Writing to S3 and reading the encryption back.
     Store,
+    /// One whole media, first attempt to outcome. The pipeline streams fetch, validation
+    /// and upload together, so this is the stage its progress reports can time.
+    Media,
 }
 
 impl Stage {
@@ -114,6 +119,7 @@ impl Stage {
             Stage::Fetch => "fetch",
             Stage::Validate => "validate",
             Stage::Store => "store",
+            Stage::Media => "media",
         }
     }
 }
@@ -166,21 +172,6 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version label is the binary's version.");
 }
 
-/// An event has been received; `age` is how old it is (None when nothing tells).
-pub fn event_received(age: Option<Duration>) {
-    gauge!(EVENTS_IN_FLIGHT).increment(1.0);
-    if let Some(age) = age {
-        histogram!(EVENT_AGE).record(age.as_secs_f64());
-    }
-}
-
-/// An event received with [`event_received`] has ended with `outcome` after `elapsed`.
-pub fn event_finished(outcome: EventOutcome, elapsed: Duration) {
-    gauge!(EVENTS_IN_FLIGHT).decrement(1.0);
-    counter!(EVENTS, "outcome" => outcome.label()).increment(1);
-    histogram!(EVENT_DURATION, "outcome" => outcome.label()).record(elapsed.as_secs_f64());
-}
-
 /// A fetch attempt of a media starts. `attempt` counts from 1; `time_left` is the time
 /// until the URL expires (zero when it already has).
 pub fn fetch_attempt(kind: media::MediaKind, attempt: u32, time_left: Duration) {
@@ -206,6 +197,128 @@ pub fn media_finished(kind: media::MediaKind, status: MediaStatus, stored_bytes:
     if let Some(bytes) = stored_bytes {
         counter!(STORED_BYTES, "kind" => kind).increment(bytes);
     }
+}
+
+/// One event's metrics, fed by the pipeline's progress reports: create it when the
+/// event arrives, pass it to `Archiver::archive_with_progress`, and call
+/// [`EventMetrics::finish`] with the outcome once the message is settled.
+///
+/// It records the event's age at receipt, and per media: fetch attempts and retries, the
+/// time left before the URL expires at the first attempt, bytes stored, the final status
+/// and the media's duration.
+#[derive(Debug)]
+pub struct EventMetrics {
+    started: Instant,
+    /// When each media's URL expires (CONTRACT.md section 1), by [`slot`].
+    expiry: [Option<OffsetDateTime>; 3],
+    attempts: [AtomicU32; 3],
+    /// Bytes of the current attempt (a retry starts again from zero).
+    bytes: [AtomicU64; 3],
+    first_attempt: [Mutex<Option<Instant>>; 3],
+    finished: AtomicBool,
+}
+
+impl EventMetrics {
+    /// A parsed event has arrived. `url_ttl` is `ARCHIVER_URL_TTL_SECS`.
+    pub fn for_event(event: &archive::ReportEvent, received: &archive::Received, url_ttl: Duration) -> Arc<Self> {
+        let issued = event.issued_at.or(received.amqp_timestamp);
+        let age = issued.map(|issued| positive(received.received_at - issued));
+        let expiry = archive::event_expiry(event, received, url_ttl);
+        let face = &event.face;
+        let media_expiry = |url: Option<&url::Url>| url.map(|url| archive::media_expiry(expiry, url));
+        Self::start(age, [
+            media_expiry(face.source_image.as_ref()),
+            media_expiry(face.target_image.as_ref()),
+            media_expiry(face.video_url.as_ref()),
+        ])
+    }
+
+    /// An event that could not be parsed has arrived (it will be dead-lettered).
+    pub fn for_unparsed() -> Arc<Self> {
+        Self::start(None, [None, None, None])
+    }
+
+    fn start(age: Option<Duration>, expiry: [Option<OffsetDateTime>; 3]) -> Arc<Self> {
+        gauge!(EVENTS_IN_FLIGHT).increment(1.0);
+        if let Some(age) = age {
+            histogram!(EVENT_AGE).record(age.as_secs_f64());
+        }
+        Arc::new(EventMetrics {
+            started: Instant::now(),
+            expiry,
+            attempts: Default::default(),
+            bytes: Default::default(),
+            first_attempt: Default::default(),
+            finished: AtomicBool::new(false),
+        })
+    }
+
+    /// The message is settled with `outcome`. Only the first call counts.
+    pub fn finish(&self, outcome: EventOutcome) {
+        if self.finished.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        gauge!(EVENTS_IN_FLIGHT).decrement(1.0);
+        counter!(EVENTS, "outcome" => outcome.label()).increment(1);
+        histogram!(EVENT_DURATION, "outcome" => outcome.label()).record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for EventMetrics {
+    /// An event dropped without an outcome (its task was aborted) is no longer in flight.
+    fn drop(&mut self) {
+        if !self.finished.load(Ordering::Relaxed) {
+            gauge!(EVENTS_IN_FLIGHT).decrement(1.0);
+        }
+    }
+}
+
+impl archive::ProgressObserver for EventMetrics {
+    fn attempt_started(&self, kind: MediaKind) {
+        let slot = slot(kind);
+        let attempt = self.attempts[slot].fetch_add(1, Ordering::Relaxed) + 1;
+        self.bytes[slot].store(0, Ordering::Relaxed);
+        if attempt == 1 {
+            if let Ok(mut first) = self.first_attempt[slot].lock() {
+                *first = Some(Instant::now());
+            }
+        }
+        let time_left = self.expiry[slot].map_or(Duration::ZERO, |expiry| positive(expiry - OffsetDateTime::now_utc()));
+        fetch_attempt(kind, attempt, time_left);
+    }
+
+    fn bytes(&self, kind: MediaKind, bytes: u64) {
+        self.bytes[slot(kind)].fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn finished(&self, kind: MediaKind, status: &'static str) {
+        let slot = slot(kind);
+        let status = match status {
+            "stored" => MediaStatus::Stored,
+            "absent" => MediaStatus::Absent,
+            "rejected" => MediaStatus::Rejected,
+            _ => MediaStatus::Failed,
+        };
+        let stored = (status == MediaStatus::Stored).then(|| self.bytes[slot].load(Ordering::Relaxed));
+        media_finished(kind, status, stored);
+        let first = self.first_attempt[slot].lock().ok().and_then(|first| *first);
+        if let Some(first) = first {
+            stage_finished(Stage::Media, kind, first.elapsed());
+        }
+    }
+}
+
+fn slot(kind: MediaKind) -> usize {
+    match kind {
+        MediaKind::Source => 0,
+        MediaKind::Target => 1,
+        MediaKind::Video => 2,
+    }
+}
+
+/// A signed span as a duration, zero when negative (a clock ahead of the vendor's).
+fn positive(span: time::Duration) -> Duration {
+    Duration::try_from(span).unwrap_or(Duration::ZERO)
 }
 
 /// The worker's readiness, shared with `/readyz`: ready when connected to the broker and
@@ -408,29 +521,56 @@ mod tests {
         // each series before and after rather than expecting absolute values.
         let series: &[(&str, f64)] = &[
             ("archiver_events_total{outcome=\"archived\"}", 1.0),
+            ("archiver_events_total{outcome=\"dead-lettered\"}", 0.0),
             ("archiver_media_total{kind=\"video\",status=\"stored\"}", 1.0),
             ("archiver_media_total{kind=\"target\",status=\"rejected\"}", 1.0),
+            ("archiver_media_total{kind=\"source\",status=\"absent\"}", 1.0),
             ("archiver_fetch_attempts_total{kind=\"video\"}", 2.0),
             ("archiver_fetch_retries_total{kind=\"video\"}", 1.0),
+            ("archiver_fetch_attempts_total{kind=\"target\"}", 1.0),
+            ("archiver_fetch_retries_total{kind=\"target\"}", 0.0),
             ("archiver_stored_bytes_total{kind=\"video\"}", 2_337_998.0),
-            // 3000 s left lands in the le="3000" bucket but not in le="2400".
-            ("archiver_url_time_left_seconds_bucket{kind=\"video\",le=\"3000\"}", 1.0),
-            ("archiver_url_time_left_seconds_bucket{kind=\"video\",le=\"2400\"}", 0.0),
+            ("archiver_stored_bytes_total{kind=\"target\"}", 0.0),
+            // About 3200 s left: in the le="3300" bucket, not in le="3000"; first attempts only.
+            ("archiver_url_time_left_seconds_bucket{kind=\"video\",le=\"3300\"}", 1.0),
+            ("archiver_url_time_left_seconds_bucket{kind=\"video\",le=\"3000\"}", 0.0),
             ("archiver_url_time_left_seconds_count{kind=\"video\"}", 1.0),
-            ("archiver_event_age_seconds_bucket{le=\"120\"}", 1.0),
-            ("archiver_event_age_seconds_bucket{le=\"60\"}", 0.0),
-            ("archiver_stage_duration_seconds_bucket{stage=\"fetch\",kind=\"video\",le=\"0.5\"}", 1.0),
+            // 400 s old at receipt.
+            ("archiver_event_age_seconds_bucket{le=\"600\"}", 1.0),
+            ("archiver_event_age_seconds_bucket{le=\"300\"}", 0.0),
+            ("archiver_stage_duration_seconds_count{stage=\"media\",kind=\"video\"}", 1.0),
+            ("archiver_stage_duration_seconds_count{stage=\"media\",kind=\"source\"}", 0.0),
             ("archiver_event_duration_seconds_count{outcome=\"archived\"}", 1.0),
         ];
         let before = get(&client, &server, "/metrics").await.1;
 
-        event_received(Some(Duration::from_secs(90)));
-        fetch_attempt(media::MediaKind::Video, 1, Duration::from_secs(3000));
-        fetch_attempt(media::MediaKind::Video, 2, Duration::from_secs(2990));
-        stage_finished(Stage::Fetch, media::MediaKind::Video, Duration::from_millis(300));
-        media_finished(media::MediaKind::Video, MediaStatus::Stored, Some(2_337_998));
-        media_finished(media::MediaKind::Target, MediaStatus::Rejected, None);
-        event_finished(EventOutcome::Archived, Duration::from_secs(2));
+        // An event issued 400 s ago: 3200 s left of its hour when its fetches start.
+        let issued_at = (OffsetDateTime::now_utc() - time::Duration::seconds(400))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let body = format!(
+            r#"{{"session_id": "11111111-2222-3333-4444-555555555555", "issued_at": "{issued_at}",
+                "face": {{"status": "Approved", "face_match_status": "Approved", "liveness_status": "Approved",
+                          "face_match_similarity": 90, "liveness_confidence": 90, "source_image": null,
+                          "target_image": "https://media.example/t.jpg", "video_url": "https://media.example/v.mp4"}}}}"#
+        );
+        let event = archive::parse_event(body.as_bytes()).expect("a valid event");
+        let received = archive::Received { amqp_timestamp: None, received_at: OffsetDateTime::now_utc() };
+        let observer = EventMetrics::for_event(&event, &received, Duration::from_secs(3600));
+        let progress: &dyn archive::ProgressObserver = observer.as_ref();
+        progress.attempt_started(MediaKind::Video);
+        progress.bytes(MediaKind::Video, 1000);
+        // A retry starts again from zero bytes: only the last attempt's bytes are stored.
+        progress.attempt_started(MediaKind::Video);
+        progress.bytes(MediaKind::Video, 2_000_000);
+        progress.bytes(MediaKind::Video, 337_998);
+        progress.finished(MediaKind::Video, "stored");
+        progress.attempt_started(MediaKind::Target);
+        progress.finished(MediaKind::Target, "rejected");
+        progress.finished(MediaKind::Source, "absent");
+        observer.finish(EventOutcome::Archived);
+        // A second settlement of the same event is not counted twice.
+        observer.finish(EventOutcome::DeadLettered);
 
         let (status, after) = get(&client, &server, "/metrics").await;
         assert_eq!(status, 200);
