@@ -238,3 +238,35 @@ fn bad_events_and_bad_settings_exit_2_with_one_line() {
     }
     assert_eq!(server.connections(), 0, "no request for an event or a configuration that is refused");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_video_broken_mid_part_is_fetched_again_and_leaves_no_upload_behind() {
+    let media = TestMedia::get();
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    // The first answer breaks inside the second 8 MiB part of a streamed multipart upload.
+    let broken = Behaviour::ResetAfter { body: media.large_video.clone(), after_bytes: 9_000_000 };
+    server.route("/video.mp4", Behaviour::Sequence(vec![broken, Behaviour::Ok(media.large_video.clone())]));
+    let tenant = unique_name("broken");
+    let session = new_session_id().to_ascii_lowercase();
+    let event = event_json(&session, &tenant, None, &Urls::of(&server));
+    let server = std::sync::Arc::new(server);
+
+    let output = tokio::task::spawn_blocking({
+        let server = server.clone();
+        move || archive_event(&server, &event, &[])
+    })
+    .await
+    .unwrap();
+
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(manifest["media"]["video"]["attempts"], json!(2));
+    assert_eq!(server.hits("/video.mp4"), 2);
+    let prefix = format!("{}{session}/", tenant_prefix(&tenant));
+    let s3 = Stack::load().s3();
+    assert_eq!(s3.get_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap(), media.large_video.to_vec());
+    let uploads = s3.client().list_multipart_uploads().bucket(s3.bucket()).prefix(&prefix).send().await.unwrap();
+    assert!(uploads.uploads().is_empty(), "the broken attempt's upload was not aborted: {:?}", uploads.uploads());
+    assert_eq!(s3.delete_prefix(&prefix).await, 4);
+}

@@ -74,6 +74,7 @@ pub struct Fetcher {
 /// An open response whose body is read chunk by chunk within the attempt's deadline.
 pub struct Download {
     response: reqwest::Response,
+    declared: Option<u64>,
     deadline: Instant,
     limit: u64,
     read: u64,
@@ -149,13 +150,18 @@ impl Fetcher {
             if declared.is_some_and(|length| length > limit) {
                 return Err(FetchError::TooLarge { limit });
             }
-            return Ok(Download { response, deadline, limit, read: 0 });
+            return Ok(Download { response, declared, deadline, limit, read: 0 });
         }
         unreachable!("the loop returns on its last hop")
     }
 }
 
 impl Download {
+    /// The length the source declared (`Content-Length`), already checked against the cap.
+    pub fn declared_length(&self) -> Option<u64> {
+        self.declared
+    }
+
     /// The next chunk of the body, `None` at its end. The bytes are counted as they arrive,
     /// so a lying or missing `Content-Length` cannot take the media past the cap.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {

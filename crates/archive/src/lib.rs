@@ -25,7 +25,9 @@ mod manifest;
 mod outcome;
 mod pipeline;
 mod progress;
+#[macro_use]
 mod store;
+mod upload;
 mod vendor;
 
 use std::sync::Arc;

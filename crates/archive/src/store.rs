@@ -8,17 +8,18 @@ use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, MetadataDirective, ServerSideEncryption};
+use aws_sdk_s3::types::ServerSideEncryption;
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext, TrustStore};
 use aws_smithy_types::timeout::TimeoutConfig;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::config::{Sse, StoreConfig};
+pub use crate::upload::Upload;
 
 /// Metadata names (sent as `x-amz-meta-*`).
-const META_SHA256: &str = "sha256";
-const META_KEY_ID: &str = "key-id";
+pub(crate) const META_SHA256: &str = "sha256";
+pub(crate) const META_KEY_ID: &str = "key-id";
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,7 +56,7 @@ impl StoreError {
     }
 }
 
-fn request_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
+pub(crate) fn request_error<E, R>(operation: &'static str, err: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -99,12 +100,12 @@ macro_rules! with_sse {
 /// The bucket, its prefix and the encryption every object gets.
 #[derive(Clone)]
 pub struct Store {
-    client: aws_sdk_s3::Client,
-    bucket: String,
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) bucket: String,
     prefix: String,
-    sse: Sse,
-    key_id: String,
-    part_size: usize,
+    pub(crate) sse: Sse,
+    pub(crate) key_id: String,
+    pub(crate) part_size: usize,
 }
 
 impl Store {
@@ -178,21 +179,22 @@ impl Store {
         &self.key_id
     }
 
-    /// Starts an upload to `key`; nothing is visible under `key` before [`Upload::finish`].
-    pub fn upload(&self, key: String, content_type: &'static str) -> Upload<'_> {
-        Upload { store: self, key, content_type, buffer: BytesMut::new(), multipart: None }
+    /// Starts an upload to `key` of `declared` bytes when the source said; nothing is
+    /// visible under `key` before [`Upload::finish`].
+    pub fn upload(&self, key: String, content_type: &'static str, declared: Option<u64>) -> Upload<'_> {
+        Upload::new(self, key, content_type, declared)
     }
 
     /// Writes a small object in one PUT and checks it (the manifest).
     pub async fn put_small(&self, key: &str, body: Bytes, content_type: &'static str) -> Result<(), StoreError> {
-        let mut upload = self.upload(key.to_string(), content_type);
+        let mut upload = self.upload(key.to_string(), content_type, None);
         let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
         let length = body.len() as u64;
         upload.write(body).await?;
         upload.finish(&sha256, length).await
     }
 
-    async fn put_object(&self, key: &str, body: Bytes, content_type: &'static str, sha256: &str) -> Result<(), StoreError> {
+    pub(crate) async fn put_object(&self, key: &str, body: Bytes, content_type: &'static str, sha256: &str) -> Result<(), StoreError> {
         let request = self
             .client
             .put_object()
@@ -209,7 +211,7 @@ impl Store {
 
     /// Reads the object's metadata back: it counts as stored only when the store reports
     /// the requested encryption, the length and the digest written. Otherwise it is deleted.
-    async fn verify(&self, key: &str, bytes: u64, sha256: &str) -> Result<(), StoreError> {
+    pub(crate) async fn verify(&self, key: &str, bytes: u64, sha256: &str) -> Result<(), StoreError> {
         let head = with_sse_c!(self.client.head_object().bucket(&self.bucket).key(key), &self.sse)
             .send()
             .await
@@ -237,7 +239,7 @@ impl Store {
         Ok(())
     }
 
-    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.client
             .delete_object()
             .bucket(&self.bucket)
@@ -277,171 +279,6 @@ impl Store {
             .map_err(|err| request_error("HeadBucket", err))?;
         Ok(())
     }
-}
-
-/// One object being written. Memory stays at most one part: smaller objects go up in one
-/// PUT at the end, larger ones as a multipart upload completed only by [`Upload::finish`].
-/// A failed upload must be given to [`Upload::abort`].
-pub struct Upload<'a> {
-    store: &'a Store,
-    key: String,
-    content_type: &'static str,
-    buffer: BytesMut,
-    multipart: Option<Multipart>,
-}
-
-struct Multipart {
-    upload_id: String,
-    parts: Vec<CompletedPart>,
-}
-
-impl Upload<'_> {
-    /// Adds bytes; uploads a part each time a whole part is buffered.
-    pub async fn write(&mut self, mut chunk: Bytes) -> Result<(), StoreError> {
-        let part_size = self.store.part_size;
-        while !chunk.is_empty() {
-            if self.buffer.capacity() == 0 {
-                // Reserve a part at once: untouched pages cost no memory, and growing by
-                // doubling would overshoot the part size.
-                self.buffer = BytesMut::with_capacity(part_size);
-            }
-            let take = chunk.len().min(part_size - self.buffer.len());
-            self.buffer.extend_from_slice(&chunk.split_to(take));
-            if self.buffer.len() == part_size {
-                let part = std::mem::take(&mut self.buffer).freeze();
-                self.upload_part(part).await?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn upload_part(&mut self, body: Bytes) -> Result<(), StoreError> {
-        let store = self.store;
-        if self.multipart.is_none() {
-            let request = store
-                .client
-                .create_multipart_upload()
-                .bucket(&store.bucket)
-                .key(&self.key)
-                .content_type(self.content_type)
-                .metadata(META_KEY_ID, &store.key_id);
-            let created = with_sse!(request, &store.sse)
-                .send()
-                .await
-                .map_err(|err| request_error("CreateMultipartUpload", err))?;
-            let upload_id = created.upload_id().ok_or_else(|| StoreError::Request {
-                operation: "CreateMultipartUpload",
-                detail: "the store returned no upload id".into(),
-            })?;
-            self.multipart = Some(Multipart { upload_id: upload_id.to_string(), parts: Vec::new() });
-        }
-        let Some(multipart) = self.multipart.as_mut() else { unreachable!("created above") };
-        let number = multipart.parts.len() as i32 + 1;
-        let request = store
-            .client
-            .upload_part()
-            .bucket(&store.bucket)
-            .key(&self.key)
-            .upload_id(&multipart.upload_id)
-            .part_number(number)
-            .content_length(body.len() as i64)
-            .body(ByteStream::from(body));
-        let uploaded = with_sse_c!(request, &store.sse).send().await.map_err(|err| request_error("UploadPart", err))?;
-        multipart
-            .parts
-            .push(CompletedPart::builder().part_number(number).set_e_tag(uploaded.e_tag().map(str::to_string)).build());
-        Ok(())
-    }
-
-    /// Makes the object visible under its key with its digest in metadata, then checks what
-    /// the store reports. Call only after the validator accepted the whole file.
-    pub async fn finish(&mut self, sha256: &str, bytes: u64) -> Result<(), StoreError> {
-        let store = self.store;
-        if self.multipart.is_none() {
-            let body = std::mem::take(&mut self.buffer).freeze();
-            store.put_object(&self.key, body, self.content_type, sha256).await?;
-            return store.verify(&self.key, bytes, sha256).await;
-        }
-        if !self.buffer.is_empty() {
-            let last = std::mem::take(&mut self.buffer).freeze();
-            self.upload_part(last).await?;
-        }
-        let Some(multipart) = self.multipart.take() else { unreachable!("checked above") };
-        let completed = CompletedMultipartUpload::builder().set_parts(Some(multipart.parts)).build();
-        let request = store
-            .client
-            .complete_multipart_upload()
-            .bucket(&store.bucket)
-            .key(&self.key)
-            .upload_id(&multipart.upload_id)
-            .multipart_upload(completed);
-        if let Err(err) = with_sse_c!(request, &store.sse).send().await {
-            // Put it back so that `abort` cleans up.
-            self.multipart = Some(Multipart { upload_id: multipart.upload_id, parts: Vec::new() });
-            return Err(request_error("CompleteMultipartUpload", err));
-        }
-        // The digest is known only now, and metadata can only be set by copying the object
-        // onto itself (server-side: no bytes travel through this process).
-        if let Err(err) = self.copy_with_digest(sha256).await {
-            store.delete(&self.key).await.ok();
-            return Err(err);
-        }
-        store.verify(&self.key, bytes, sha256).await
-    }
-
-    async fn copy_with_digest(&self, sha256: &str) -> Result<(), StoreError> {
-        let store = self.store;
-        let source = format!("{}/{}", store.bucket, urlencode_key(&self.key));
-        let mut request = store
-            .client
-            .copy_object()
-            .bucket(&store.bucket)
-            .key(&self.key)
-            .copy_source(source)
-            .metadata_directive(MetadataDirective::Replace)
-            .content_type(self.content_type)
-            .metadata(META_SHA256, sha256)
-            .metadata(META_KEY_ID, &store.key_id);
-        if let Sse::CustomerKey(key) = &store.sse {
-            request = request
-                .copy_source_sse_customer_algorithm("AES256")
-                .copy_source_sse_customer_key(key.key_base64())
-                .copy_source_sse_customer_key_md5(key.md5_base64());
-        }
-        with_sse!(request, &store.sse).send().await.map_err(|err| request_error("CopyObject", err))?;
-        Ok(())
-    }
-
-    /// Abandons the upload: a started multipart upload is aborted so no parts linger.
-    pub async fn abort(mut self) {
-        if let Some(multipart) = self.multipart.take() {
-            let store = self.store;
-            let result = store
-                .client
-                .abort_multipart_upload()
-                .bucket(&store.bucket)
-                .key(&self.key)
-                .upload_id(&multipart.upload_id)
-                .send()
-                .await;
-            if let Err(err) = result {
-                tracing::warn!(key = %self.key, error = %DisplayErrorContext(&err), "could not abort a multipart upload");
-            }
-        }
-    }
-}
-
-/// Percent-encodes a key for `x-amz-copy-source`, keeping `/`.
-fn urlencode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for byte in key.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// Reads a manifest back, `None` when there is none.
