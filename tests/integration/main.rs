@@ -8,3 +8,6 @@ mod support;
 mod archive_faults;
 mod archive_pipeline;
 mod stack_smoke;
+mod worker_flow;
+mod worker_harness;
+mod worker_resilience;
