@@ -25,38 +25,50 @@ locked=()
 step "building the workspace and its tests"
 cargo build --workspace --all-targets "${locked[@]}"
 
+# One line per part, repeated at the end so the outcome is the last thing printed.
+results=()
+record() { # record NAME STATUS [DETAIL]
+	if (($2 == 0)); then results+=("ok      $1${3:+: $3}"); else results+=("FAILED  $1${3:+: $3}"); status=1; fi
+}
+suite_log=$(mktemp)
+trap 'rm -f "$suite_log"' EXIT
+
 step "running the test suite"
 if cargo nextest --version >/dev/null 2>&1; then
 	# nextest runs each test in its own process, with the per-test deadlines of
 	# .config/nextest.toml; it does not run doctests, hence the second command.
-	cargo nextest run --workspace --all-targets "${locked[@]}" --no-fail-fast "$@" || status=1
-	cargo test --workspace --doc "${locked[@]}" || status=1
+	set +e
+	cargo nextest run --workspace --all-targets "${locked[@]}" --no-fail-fast "$@" 2>&1 | tee "$suite_log"
+	suite=${PIPESTATUS[0]}
+	set -e
+	record "tests (cargo nextest)" "$suite" "$(grep -E '^ +Summary ' "$suite_log" | tail -1 | sed 's/^ *//')"
 else
 	echo "(cargo-nextest not found: using cargo test; 'cargo install cargo-nextest --locked' adds per-test deadlines)"
-	cargo test --workspace --all-targets "${locked[@]}" --no-fail-fast "$@" || status=1
-	cargo test --workspace --doc "${locked[@]}" || status=1
+	suite=0
+	cargo test --workspace --all-targets "${locked[@]}" --no-fail-fast "$@" || suite=$?
+	record "tests (cargo test)" "$suite"
 fi
+step "running the doc tests"
+doc=0
+cargo test --workspace --doc "${locked[@]}" || doc=$?
+record "doc tests" "$doc"
 
 # Extra checks (deploy manifests, fuzz smoke runs, ...): every executable
 # scripts/checks/*.sh, run from the repository root with the stack's settings.
 shopt -s nullglob
-checks_failed=()
 for check in scripts/checks/*.sh; do
 	[[ -x $check ]] || continue
 	step "check: $check"
-	if ! "$check"; then
-		checks_failed+=("$check")
-		status=1
-	fi
+	check_status=0
+	"$check" || check_status=$?
+	record "check $check" "$check_status"
 done
 
-step "done"
-if ((${#checks_failed[@]})); then
-	echo "failed checks: ${checks_failed[*]}"
-fi
+step "summary"
+printf '  %s\n' "${results[@]}"
 if ((status == 0)); then
 	echo "test suite: PASSED in $((SECONDS - started)) s"
 else
-	echo "test suite: FAILED in $((SECONDS - started)) s (see the summaries above)"
+	echo "test suite: FAILED in $((SECONDS - started)) s (details above)"
 fi
 exit "$status"

@@ -25,7 +25,7 @@ stop_pid() {
 	pid=$(cat "$pidfile")
 	say "$name: stopping (pid $pid)"
 	kill "$pid" 2>/dev/null || true
-	if ! wait_for 30 "$name stopped" bash -c "! kill -0 $pid 2>/dev/null"; then
+	if ! wait_for 30 "$name: stopped" bash -c "! kill -0 $pid 2>/dev/null"; then
 		warn "$name did not stop within 30 s; killing it"
 		kill -9 "$pid" 2>/dev/null || true
 	fi
@@ -47,6 +47,6 @@ if [[ -e $RABBIT_MARK ]]; then
 	fi
 	rm -f "$RABBIT_MARK"
 else
-	say "rabbitmq: not started by this stack; left alone"
+	say "rabbitmq: not started by this stack (or already stopped); left alone"
 fi
 say "stopped (state kept in $STACK_DIR; remove it to start from scratch)"

@@ -24,19 +24,20 @@ die() {
 	exit 1
 }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND every half second until it
-# succeeds or SECONDS have passed (then fail). Every wait in these scripts is bounded.
+# wait_for SECONDS WHAT COMMAND...: run COMMAND every half second until it succeeds
+# (then say "WHAT (after Ns)") or SECONDS have passed (then fail). Every wait in these
+# scripts is bounded.
 wait_for() {
 	local limit=$1 what=$2
 	shift 2
-	local deadline=$((SECONDS + limit))
+	local start=$SECONDS
 	until "$@" >/dev/null 2>&1; do
-		if ((SECONDS >= deadline)); then
+		if ((SECONDS - start >= limit)); then
 			return 1
 		fi
 		sleep 0.5
 	done
-	say "$what: ready"
+	say "$what (after $((SECONDS - start)) s)"
 }
 
 # port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.

@@ -102,6 +102,12 @@ rabbit_env() {
 		ERL_EPMD_ADDRESS=127.0.0.1 \
 		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"
 }
+# A broker that is still booting (e.g. started by the package's install script) gets a
+# minute to open its port before we decide to start our own.
+if ! port_open "$AMQP_PORT" && pgrep -u rabbitmq beam >/dev/null 2>&1; then
+	say "rabbitmq: a broker process is running; waiting for it to answer"
+	wait_for 60 "rabbitmq: answering on 127.0.0.1:$AMQP_PORT" port_open "$AMQP_PORT" || true
+fi
 if port_open "$AMQP_PORT"; then
 	if [[ -e $RABBIT_MARK ]]; then
 		say "rabbitmq: running (started by this stack)"
@@ -116,9 +122,9 @@ else
 	echo "$OUR_RABBITMQ_NODENAME" >"$RABBIT_MARK"
 	# await_startup fails at once while the node is not yet registered with epmd, so
 	# it is retried until the deadline.
-	wait_for 120 "rabbitmq" rabbit_env timeout 20 rabbitmqctl await_startup --timeout 15 ||
+	wait_for 120 "rabbitmq: started" rabbit_env timeout 20 rabbitmqctl await_startup --timeout 15 ||
 		die "rabbitmq did not start within 120 s (see /var/log/rabbitmq/ and $STACK_DIR/logs/rabbitmq-start.log)"
-	wait_for 60 "rabbitmq on 127.0.0.1:$AMQP_PORT" port_open "$AMQP_PORT" ||
+	wait_for 60 "rabbitmq: answering on 127.0.0.1:$AMQP_PORT" port_open "$AMQP_PORT" ||
 		die "rabbitmq started but does not answer on 127.0.0.1:$AMQP_PORT (see /var/log/rabbitmq/)"
 fi
 
@@ -129,15 +135,26 @@ export PATH=$HOME/.cargo/bin:$PATH
 if ! command -v garage >/dev/null 2>&1; then
 	if pgrep -f "cargo install garage" >/dev/null 2>&1; then
 		say "garage: a 'cargo install garage' is already running; waiting for it (up to 60 min)"
-		wait_for 3600 "garage build" command -v garage ||
+		wait_for 3600 "garage: the running build has finished" command -v garage ||
 			die "garage is still not installed after waiting 60 minutes for the running build"
 	else
 		command -v cargo >/dev/null 2>&1 ||
 			die "cargo is needed to build Garage: install Rust first (https://rustup.rs), then rerun"
 		say "garage: building with 'cargo install garage --locked' (about 10-15 minutes on 2 cores)"
 		say "garage: build log: $STACK_DIR/logs/garage-build.log"
-		cargo install garage --locked >"$STACK_DIR/logs/garage-build.log" 2>&1 ||
-			die "cargo install garage failed (see $STACK_DIR/logs/garage-build.log)"
+		cargo install garage --locked >"$STACK_DIR/logs/garage-build.log" 2>&1 &
+		build_pid=$!
+		# A line a minute, so that CI (and a person) sees the long build is alive.
+		while kill -0 "$build_pid" 2>/dev/null; do
+			for _ in $(seq 60); do
+				kill -0 "$build_pid" 2>/dev/null || break
+				sleep 1
+			done
+			if kill -0 "$build_pid" 2>/dev/null; then
+				say "garage: still building ($(grep -c '^ *Compiling' "$STACK_DIR/logs/garage-build.log" || true) crates compiled)"
+			fi
+		done
+		wait "$build_pid" || die "cargo install garage failed (see $STACK_DIR/logs/garage-build.log)"
 	fi
 fi
 garage server --help 2>&1 | grep -q -- "--default-bucket" ||
@@ -176,7 +193,7 @@ else
 	if pid_alive "$GARAGE_PID"; then
 		say "garage: process $(cat "$GARAGE_PID") is not healthy; restarting it"
 		kill "$(cat "$GARAGE_PID")" 2>/dev/null || true
-		wait_for 20 "old garage stopped" bash -c "! kill -0 $(cat "$GARAGE_PID") 2>/dev/null" || true
+		wait_for 20 "garage: old process stopped" bash -c "! kill -0 $(cat "$GARAGE_PID") 2>/dev/null" || true
 	fi
 	for port in $GARAGE_S3_PORT $GARAGE_RPC_PORT $GARAGE_ADMIN_PORT; do
 		if port_open "$port"; then
@@ -190,7 +207,7 @@ else
 		setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$GARAGE_PID" \
 		garage -c "$GARAGE_TOML" server --single-node --default-bucket \
 		>>"$STACK_DIR/logs/garage.log" 2>&1 </dev/null &
-	wait_for 60 "garage" garage_healthy ||
+	wait_for 60 "garage: healthy" garage_healthy ||
 		die "garage did not become healthy within 60 s (see $STACK_DIR/logs/garage.log)"
 fi
 
@@ -270,7 +287,7 @@ tls_answers() {
 	curl -s --noproxy '*' --max-time 3 --cacert "$TLS/ca.pem" -o /dev/null \
 		-w '%{http_code}' "https://localhost:$TLS_PORT/" | grep -qv '^000$'
 }
-wait_for 30 "nginx TLS front (verified with the stack CA)" tls_answers ||
+wait_for 30 "nginx: answering TLS with a certificate from the stack CA" tls_answers ||
 	die "https://localhost:$TLS_PORT does not answer with a certificate from $TLS/ca.pem (see $STACK_DIR/logs/nginx-error.log)"
 
 # ---------------------------------------------------------------------------------------
