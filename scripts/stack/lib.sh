@@ -4,7 +4,9 @@
 # The repository root, whatever the caller's working directory.
 STACK_REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Where everything the stack writes lives (configuration, data, logs, secrets).
-STACK_DIR=${ARCHIVER_STACK_DIR:-$STACK_REPO_ROOT/.stack}
+# A relative ARCHIVER_STACK_DIR is taken from the repository root, as the tests do.
+STACK_DIR=${ARCHIVER_STACK_DIR:-.stack}
+[[ $STACK_DIR == /* ]] || STACK_DIR=$STACK_REPO_ROOT/$STACK_DIR
 
 # Fixed loopback ports: the S3 API of Garage, its RPC and admin ports, the TLS front.
 GARAGE_S3_PORT=3900

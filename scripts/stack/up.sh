@@ -50,6 +50,12 @@ fi
 SECRETS=$STACK_DIR/secrets
 if [[ ! -s $SECRETS ]]; then
 	say "generating credentials and the SSE-C key"
+	# Garage data made with other credentials would refuse the new key: start afresh.
+	if pid_alive "$STACK_DIR/garage.pid"; then
+		die "$SECRETS is missing while Garage runs; run scripts/stack/down.sh first"
+	fi
+	rm -rf "$STACK_DIR/garage/meta" "$STACK_DIR/garage/data"
+	mkdir -p "$STACK_DIR/garage/meta" "$STACK_DIR/garage/data"
 	umask 077
 	{
 		echo "GARAGE_KEY_ID=GK$(openssl rand -hex 12)"
@@ -197,7 +203,7 @@ else
 	fi
 	for port in $GARAGE_S3_PORT $GARAGE_RPC_PORT $GARAGE_ADMIN_PORT; do
 		if port_open "$port"; then
-			die "port 127.0.0.1:$port is taken by another program; stop it and rerun"
+			die "port 127.0.0.1:$port is taken by another program (another checkout's stack? run its scripts/stack/down.sh, or point ARCHIVER_STACK_DIR at its .stack)"
 		fi
 	done
 	say "garage: starting (log: $STACK_DIR/logs/garage.log)"
@@ -275,7 +281,7 @@ if pid_alive "$NGINX/nginx.pid"; then
 	fi
 else
 	if port_open "$TLS_PORT"; then
-		die "port 127.0.0.1:$TLS_PORT is taken by another program; stop it and rerun"
+		die "port 127.0.0.1:$TLS_PORT is taken by another program (another checkout's stack? run its scripts/stack/down.sh, or point ARCHIVER_STACK_DIR at its .stack)"
 	fi
 	say "nginx: starting the TLS front on https://localhost:$TLS_PORT"
 	nginx -e "$STACK_DIR/logs/nginx-error.log" -c "$NGINX_CONF" -p "$NGINX" \
