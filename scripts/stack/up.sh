@@ -27,6 +27,10 @@ need_cmd curl curl
 need_cmd nginx nginx
 need_cmd rclone rclone
 need_cmd rabbitmq-server rabbitmq-server
+# Not the stack itself, but what runs against it: the integration tests and the demo
+# make media with ffmpeg; the demo's media server is Python.
+need_cmd ffmpeg ffmpeg
+need_cmd python3 python3
 [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
 if ! command -v garage >/dev/null 2>&1 && [[ ! -x $HOME/.cargo/bin/garage ]]; then
 	# Building Garage needs a C toolchain (bundled sqlite, zstd, libsodium).
