@@ -549,11 +549,12 @@ fn check_brands(payload: &[u8]) -> Result<(), MediaError> {
     if brands.iter().any(|b| is_mp4_brand(b)) {
         return Ok(());
     }
-    let names: Vec<String> = brands
-        .iter()
-        .take(8)
-        .map(|b| format!("'{}'", fourcc(b)))
-        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for brand in brands.iter().map(|b| format!("'{}'", fourcc(b))) {
+        if !names.contains(&brand) && names.len() < 8 {
+            names.push(brand);
+        }
+    }
     let what = if brands.iter().any(|b| *b == b"qt  ") {
         "a quicktime movie"
     } else {

@@ -490,23 +490,89 @@ fn box_sizes_and_box_order() {
 fn brands_and_foreign_formats() {
     let movie = || moov(&[mvhd(1000, 10_000)]);
     let cases = vec![
-        ("major isom", cat(&[ftyp(b"isom", &[]), movie()]), Expect::Secs(10.0)),
-        ("major mp42", cat(&[ftyp(b"mp42", &[b"mp42"]), movie()]), Expect::Secs(10.0)),
-        ("dash", cat(&[ftyp(b"dash", &[b"iso6"]), movie()]), Expect::Secs(10.0)),
-        ("M4V", cat(&[ftyp(b"M4V ", &[b"M4V ", b"M4A "]), movie()]), Expect::Secs(10.0)),
-        ("3gp compatible with isom", cat(&[ftyp(b"3gp4", &[b"3gp4", b"isom"]), movie()]), Expect::Secs(10.0)),
-        ("iso9", cat(&[ftyp(b"iso9", &[]), movie()]), Expect::Secs(10.0)),
-        ("quicktime only", cat(&[ftyp(b"qt  ", &[b"qt  "]), movie()]), Expect::Reject("not an mp4: a quicktime movie with brands 'qt  ', 'qt  ', none of them an mp4 brand")),
-        ("heif image", cat(&[ftyp(b"heic", &[b"mif1", b"heic"]), bx(b"meta", &[0; 20])]), Expect::Reject("not an mp4: an iso-bmff file with brands 'heic', 'mif1', 'heic'")),
-        ("isoa is not iso2..iso9", cat(&[ftyp(b"isoa", &[]), movie()]), Expect::Reject("none of them an mp4 brand")),
-        ("ftyp too short", cat(&[bx(b"ftyp", b"isom"), movie()]), Expect::Reject("the file-type box (ftyp) has 4 bytes, fewer than 8")),
-        ("ftyp larger than the cap", cat(&[be32(5000).to_vec(), b"ftyp".to_vec(), vec![0; 8]]), Expect::Reject("the 'ftyp' box is larger than the 4096 bytes")),
-        ("moov first, no ftyp", cat(&[movie(), mdat(10)]), Expect::Reject("not an mp4: looks like quicktime")),
-        ("webm", b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01\x42\xf2\x81".to_vec(), Expect::Reject("not an mp4: looks like webm/matroska")),
-        ("jpeg", b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01".to_vec(), Expect::Reject("not an mp4: looks like jpeg")),
-        ("riff webp", b"RIFF\x10\0\0\0WEBPVP8 \0\0\0\0".to_vec(), Expect::Reject("not an mp4: looks like webp")),
+        (
+            "major isom",
+            cat(&[ftyp(b"isom", &[]), movie()]),
+            Expect::Secs(10.0),
+        ),
+        (
+            "major mp42",
+            cat(&[ftyp(b"mp42", &[b"mp42"]), movie()]),
+            Expect::Secs(10.0),
+        ),
+        (
+            "dash",
+            cat(&[ftyp(b"dash", &[b"iso6"]), movie()]),
+            Expect::Secs(10.0),
+        ),
+        (
+            "M4V",
+            cat(&[ftyp(b"M4V ", &[b"M4V ", b"M4A "]), movie()]),
+            Expect::Secs(10.0),
+        ),
+        (
+            "3gp compatible with isom",
+            cat(&[ftyp(b"3gp4", &[b"3gp4", b"isom"]), movie()]),
+            Expect::Secs(10.0),
+        ),
+        (
+            "iso9",
+            cat(&[ftyp(b"iso9", &[]), movie()]),
+            Expect::Secs(10.0),
+        ),
+        (
+            "quicktime only",
+            cat(&[ftyp(b"qt  ", &[b"qt  "]), movie()]),
+            Expect::Reject(
+                "not an mp4: a quicktime movie with brands 'qt  ', none of them an mp4 brand",
+            ),
+        ),
+        (
+            "heif image",
+            cat(&[ftyp(b"heic", &[b"mif1", b"heic"]), bx(b"meta", &[0; 20])]),
+            Expect::Reject("not an mp4: an iso-bmff file with brands 'heic', 'mif1', none of them"),
+        ),
+        (
+            "isoa is not iso2..iso9",
+            cat(&[ftyp(b"isoa", &[]), movie()]),
+            Expect::Reject("none of them an mp4 brand"),
+        ),
+        (
+            "ftyp too short",
+            cat(&[bx(b"ftyp", b"isom"), movie()]),
+            Expect::Reject("the file-type box (ftyp) has 4 bytes, fewer than 8"),
+        ),
+        (
+            "ftyp larger than the cap",
+            cat(&[be32(5000).to_vec(), b"ftyp".to_vec(), vec![0; 8]]),
+            Expect::Reject("the 'ftyp' box is larger than the 4096 bytes"),
+        ),
+        (
+            "moov first, no ftyp",
+            cat(&[movie(), mdat(10)]),
+            Expect::Reject("not an mp4: looks like quicktime"),
+        ),
+        (
+            "webm",
+            b"\x1A\x45\xDF\xA3\x9f\x42\x86\x81\x01\x42\xf7\x81\x01\x42\xf2\x81".to_vec(),
+            Expect::Reject("not an mp4: looks like webm/matroska"),
+        ),
+        (
+            "jpeg",
+            b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01".to_vec(),
+            Expect::Reject("not an mp4: looks like jpeg"),
+        ),
+        (
+            "riff webp",
+            b"RIFF\x10\0\0\0WEBPVP8 \0\0\0\0".to_vec(),
+            Expect::Reject("not an mp4: looks like webp"),
+        ),
         ("empty", Vec::new(), Expect::Reject("file is empty")),
-        ("a few bytes of text", b"hello".to_vec(), Expect::Reject("not an mp4: unrecognised bytes (starting 68 65 6c 6c)")),
+        (
+            "a few bytes of text",
+            b"hello".to_vec(),
+            Expect::Reject("not an mp4: unrecognised bytes (starting 68 65 6c 6c)"),
+        ),
     ];
     run_table(MediaKind::Video, &limits(), &cases);
 }
