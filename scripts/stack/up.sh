@@ -43,9 +43,19 @@ if ((${#missing[@]})); then
 	fi
 	say "installing: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq || die "apt-get update failed"
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$STACK_DIR/logs/apt.log" 2>&1 ||
-		die "apt-get install ${missing[*]} failed (see $STACK_DIR/logs/apt.log)"
+	# Keep the packages' install scripts from starting system services (nginx on port
+	# 80 of every interface, a second broker): this script starts what it needs itself.
+	made_policy=false
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		made_policy=true
+	fi
+	installed=0
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+		>"$STACK_DIR/logs/apt.log" 2>&1 || installed=$?
+	if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
+	((installed == 0)) || die "apt-get install ${missing[*]} failed (see $STACK_DIR/logs/apt.log)"
 fi
 
 # ---------------------------------------------------------------------------------------
