@@ -155,8 +155,11 @@ export PATH=$HOME/.cargo/bin:$PATH
 if ! command -v garage >/dev/null 2>&1; then
 	if pgrep -f "cargo install garage" >/dev/null 2>&1; then
 		say "garage: a 'cargo install garage' is already running; waiting for it (up to 60 min)"
-		wait_for 3600 "garage: the running build has finished" command -v garage ||
+		build_over() { command -v garage || ! pgrep -f "cargo install garage"; }
+		wait_for 3600 "garage: the running build has finished" build_over ||
 			die "garage is still not installed after waiting 60 minutes for the running build"
+		command -v garage >/dev/null 2>&1 ||
+			die "the 'cargo install garage' that was running ended without installing garage; rerun this script to build it"
 	else
 		command -v cargo >/dev/null 2>&1 ||
 			die "cargo is needed to build Garage: install Rust first (https://rustup.rs), then rerun"
