@@ -333,6 +333,10 @@ ENV_FILE=$STACK_DIR/env
 	echo "export ARCHIVER_SSE_C_KEY='$SSE_C_KEY'"
 	echo "export ARCHIVER_SSE_KEY_ID='k1'"
 	echo "export ARCHIVER_AMQP_URL='amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f'"
+	# Everything here is on loopback: a proxy from the caller's environment must not
+	# be asked for it.
+	echo "export NO_PROXY='localhost,127.0.0.1,::1'"
+	echo "export no_proxy='localhost,127.0.0.1,::1'"
 	# rabbitmqctl must name the node we started (a reused broker keeps its default).
 	if [[ -e $RABBIT_MARK ]]; then
 		echo "export RABBITMQ_NODENAME='$(cat "$RABBIT_MARK")'"

@@ -347,3 +347,47 @@ async fn a_server_from_an_untrusted_ca_is_refused_before_any_request() {
     let body = fetch(&trusted, &server.url("/media.jpg")).await;
     assert_eq!(&body[..], b"jpeg");
 }
+
+#[test]
+fn commands_past_their_deadline_are_killed_and_reported() {
+    use crate::support::{run_with_timeout, Running};
+    use std::process::Command;
+
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("30");
+    let started = Instant::now();
+    // The Command is not used again after a panic, so unwinding past it is harmless.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        run_with_timeout(sleeper, None, Duration::from_millis(300))
+    }));
+    let message = outcome.expect_err("a command past its deadline must fail the test");
+    let text = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(text.contains("did not finish within"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "killed late: {:?}",
+        started.elapsed()
+    );
+
+    // stdin reaches the command, and its output and exit code come back.
+    let output = run_with_timeout(
+        Command::new("cat"),
+        Some(b"evidence"),
+        Duration::from_secs(10),
+    );
+    assert!(output.status.success());
+    assert_eq!(output.stdout, b"evidence");
+
+    // SIGTERM reaches a background process.
+    let mut sleeper = Command::new("sleep");
+    sleeper.arg("30");
+    let mut background = Running::spawn(sleeper, None);
+    background.terminate();
+    let ended = background
+        .wait_timeout(Duration::from_secs(10))
+        .expect("sleep ends on SIGTERM");
+    assert!(!ended.status.success());
+}
