@@ -29,7 +29,7 @@ async fn stores_every_media_encrypted_and_prints_the_contract_manifest() {
     let issued_text = issued_at.format(&time::format_description::well_known::Rfc3339).unwrap();
     let event = event_json(&session, &tenant, Some(&issued_text), &Urls::of(&server));
 
-    let output = tokio::task::spawn_blocking(move || archive_event(&server, &event, &[])).await.unwrap();
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[]));
 
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     assert_no_secret(&output);
@@ -95,20 +95,11 @@ async fn stores_every_media_encrypted_and_prints_the_contract_manifest() {
     let out_dir = tempfile::tempdir().unwrap();
     let out_file = out_dir.path().join("video.mp4");
     let video_key = format!("{prefix}video.mp4");
-    let (file_run, stdout_run) = tokio::task::spawn_blocking({
-        let out_file = out_file.clone();
-        let video_key = video_key.clone();
-        let source_key = format!("{prefix}source.jpg");
-        move || {
-            let mut to_file = archiver();
-            to_file.args(["get", &video_key, "-o"]).arg(&out_file);
-            let mut to_stdout = archiver();
-            to_stdout.args(["get", &source_key]);
-            (run(to_file, None), run(to_stdout, None))
-        }
-    })
-    .await
-    .unwrap();
+    let mut to_file = archiver();
+    to_file.args(["get", &video_key, "-o"]).arg(&out_file);
+    let mut to_stdout = archiver();
+    to_stdout.args(["get", &format!("{prefix}source.jpg")]);
+    let (file_run, stdout_run) = tokio::task::block_in_place(|| (run(to_file, None), run(to_stdout, None)));
     assert_eq!(file_run.status.code(), Some(0), "{}", printed(&file_run));
     assert_eq!(std::fs::read(&out_file).unwrap(), media.large_video.to_vec());
     assert_eq!(stdout_run.status.code(), Some(0), "{}", printed(&stdout_run));
@@ -128,11 +119,9 @@ async fn the_same_event_twice_leaves_the_same_objects_and_one_manifest() {
     let prefix = format!("{}{}/", tenant_prefix(&tenant), session.to_ascii_lowercase());
     let s3 = Stack::load().s3();
 
-    let server = std::sync::Arc::new(server);
     let mut snapshots = Vec::new();
     for run_number in 1..=2 {
-        let (server, event) = (server.clone(), event.clone());
-        let output = tokio::task::spawn_blocking(move || archive_event(&server, &event, &[])).await.unwrap();
+        let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[]));
         assert_eq!(output.status.code(), Some(0), "run {run_number}: {}", printed(&output));
         let keys = s3.list_keys(&prefix).await;
         let mut objects = Vec::new();
@@ -172,9 +161,7 @@ async fn aws_kms_against_a_store_that_ignores_it_is_refused_and_nothing_stays() 
     let tenant = unique_name("kms");
     let event = event_json(&new_session_id(), &tenant, None, &Urls::of(&server));
 
-    let output = tokio::task::spawn_blocking(move || archive_event(&server, &event, &[("ARCHIVER_SSE", "aws:kms")]))
-        .await
-        .unwrap();
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[("ARCHIVER_SSE", "aws:kms")]));
 
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
     assert!(output.stdout.is_empty(), "no manifest may be reported: {}", printed(&output));
@@ -193,14 +180,8 @@ async fn rejected_media_are_not_stored_and_null_media_are_absent() {
     let session = new_session_id();
     let urls = Urls { video: None, ..Urls::of(&server) };
     let event = event_json(&session, &tenant, None, &urls);
-    let server = std::sync::Arc::new(server);
 
-    let output = tokio::task::spawn_blocking({
-        let server = server.clone();
-        move || archive_event(&server, &event, &[])
-    })
-    .await
-    .unwrap();
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[]));
 
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
     let manifest: Value = serde_json::from_slice(&output.stdout).expect("the manifest is printed");
@@ -250,14 +231,8 @@ async fn a_large_video_broken_mid_part_is_fetched_again_and_leaves_no_upload_beh
     let tenant = unique_name("broken");
     let session = new_session_id().to_ascii_lowercase();
     let event = event_json(&session, &tenant, None, &Urls::of(&server));
-    let server = std::sync::Arc::new(server);
 
-    let output = tokio::task::spawn_blocking({
-        let server = server.clone();
-        move || archive_event(&server, &event, &[])
-    })
-    .await
-    .unwrap();
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[]));
 
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();

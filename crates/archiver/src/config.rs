@@ -195,7 +195,9 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
         sse,
         key_id,
         part_size: 8 * 1024 * 1024,
-        operation_timeout: Duration::from_secs(120),
+        // A streamed part paces itself on the download, so its request may last as long
+        // as a download attempt.
+        operation_timeout: Duration::from_secs(attempt_timeout_secs.max(120)),
     };
     Ok(archive::ArchiveConfig { store, fetch, limits })
 }
