@@ -99,7 +99,9 @@ impl Archiver {
     /// the [`Disposition`] says what to do with the message.
     pub async fn archive(&self, event: &ReportEvent, received: &Received) -> Archived {
         let span = tracing::info_span!("archive", session_id = %event.session_id, tenant = %event.tenant);
-        self.archive_in_span(event, received).instrument(span).await
+        // Boxed here and below: the nested futures are large, and a worker thread's stack
+        // (2 MiB) overflowed polling them unboxed in debug builds.
+        Box::pin(self.archive_in_span(event, received)).instrument(span).await
     }
 
     /// [`archive`](Self::archive), telling `observer` how each media progresses.
@@ -122,9 +124,9 @@ impl Archiver {
         let target_url = face.target_image.as_ref();
         let video_url = face.video_url.as_ref();
         let (source, target, video) = tokio::join!(
-            self.archive_media(SOURCE, source_url, key(SOURCE.file_name), expiry_of(source_url)),
-            self.archive_media(TARGET, target_url, key(TARGET.file_name), expiry_of(target_url)),
-            self.archive_media(VIDEO, video_url, key(VIDEO.file_name), expiry_of(video_url)),
+            Box::pin(self.archive_media(SOURCE, source_url, key(SOURCE.file_name), expiry_of(source_url))),
+            Box::pin(self.archive_media(TARGET, target_url, key(TARGET.file_name), expiry_of(target_url))),
+            Box::pin(self.archive_media(VIDEO, video_url, key(VIDEO.file_name), expiry_of(video_url))),
         );
         let disposition = outcome::classify(&[("source_image", &source), ("target_image", &target), ("video", &video)]);
         let manifest_key = key("manifest.json");

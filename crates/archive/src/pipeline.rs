@@ -81,7 +81,7 @@ impl Archiver {
             }
             attempts.fetch_add(1, Relaxed);
             crate::progress::attempt_started(slot.kind);
-            self.attempt(slot, url, &key).await
+            Box::pin(self.attempt(slot, url, &key)).await
         };
         let result = attempt
             .retry(backoff)
