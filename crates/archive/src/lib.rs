@@ -45,7 +45,7 @@ pub use manifest::{Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, Stor
 pub use outcome::Disposition;
 pub use progress::ProgressObserver;
 pub use store::StoreError;
-pub use vendor::{event_json, report_from_answer, VendorClient, VendorConfig, VendorError};
+pub use vendor::{event_json, report_from_answer, wants_fresh_urls, VendorClient, VendorConfig, VendorError};
 
 use crate::fetch::Fetcher;
 use crate::manifest::manifest_time;
