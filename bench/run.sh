@@ -24,6 +24,9 @@ STACK_DIR=${ARCHIVER_STACK_DIR:-$ROOT/.stack}
 EVENTS=${EVENTS:-100}
 BIG_EVENTS=${BIG_EVENTS:-16}
 CONCURRENCY=${CONCURRENCY:-8}
+# The machine is shared (builds, other tests): steps 1 and 2 alternate ROUNDS times and the
+# medians are reported.
+ROUNDS=${ROUNDS:-3}
 PORT=${BENCH_PORT:-18444}
 STEP_TIMEOUT=${BENCH_STEP_TIMEOUT:-900}
 WORK=${BENCH_DIR:-$ROOT/target/bench}
@@ -33,8 +36,8 @@ die() { echo "bench: $*" >&2; exit 2; }
 for tool in ffmpeg nginx rclone /usr/bin/time curl; do
 	command -v "$tool" >/dev/null || die "$tool is needed (apt-get install ffmpeg nginx rclone time curl)"
 done
-((EVENTS >= 1 && EVENTS <= 10000 && BIG_EVENTS <= 1000 && CONCURRENCY >= 1 && CONCURRENCY <= 256)) ||
-	die "EVENTS (1..10000), BIG_EVENTS (..1000) or CONCURRENCY (1..256) out of range"
+((EVENTS >= 1 && EVENTS <= 10000 && BIG_EVENTS <= 1000 && CONCURRENCY >= 1 && CONCURRENCY <= 256 && ROUNDS >= 1 && ROUNDS <= 9)) ||
+	die "EVENTS (1..10000), BIG_EVENTS (..1000), CONCURRENCY (1..256) or ROUNDS (1..9) out of range"
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"
 unset HTTPS_PROXY HTTP_PROXY https_proxy http_proxy ALL_PROXY all_proxy
@@ -124,11 +127,7 @@ rclone_s3() {
 		timeout "$STEP_TIMEOUT" rclone --config /dev/null --ca-cert "$ARCHIVER_S3_CA_FILE" --s3-no-check-bucket "$@"
 }
 
-# --- 1. the pipeline, 2 MB videos --------------------------------------------------------
-echo "bench: archiving $EVENTS events at concurrency $CONCURRENCY (2.3 MB videos)..."
-read -r archiver_mbps small_rss < <(run_archiver small "$EVENTS" /video-2mb.mp4)
-
-# --- 2. the ceiling: rclone copy of the same files from disk -----------------------------
+# --- 1 and 2: the pipeline with 2 MB videos, and the ceiling: rclone copy from disk -----
 SRC=$WORK/rclone-src
 rm -rf "$SRC"
 for i in $(seq 1 "$EVENTS"); do
@@ -138,17 +137,30 @@ for i in $(seq 1 "$EVENTS"); do
 	ln "$WORK/media/video-2mb.mp4" "$SRC/e$i/video.mp4"
 done
 bytes=$(find "$SRC" -type f -printf '%s\n' | awk '{s += $1} END {print s}')
-echo "bench: rclone copy of the same $EVENTS x 3 files with $((CONCURRENCY * 3)) transfers..."
-start=$(date +%s.%N)
-rclone_s3 copy "$SRC" "garage:$ARCHIVER_S3_BUCKET/bench/$RUN-rclone" --transfers $((CONCURRENCY * 3)) \
-	--s3-sse-customer-algorithm AES256 --s3-sse-customer-key-base64 "$ARCHIVER_SSE_C_KEY" \
-	>"$WORK/logs/rclone.log" 2>&1 || die "rclone copy failed (see $WORK/logs/rclone.log)"
-end=$(date +%s.%N)
-rclone_mbps=$(awk -v b="$bytes" -v s="$start" -v e="$end" 'BEGIN {printf "%.1f", b / 1e6 / (e - s)}')
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+archiver_runs=() rclone_runs=() small_rss=0
+for round in $(seq 1 "$ROUNDS"); do
+	echo "bench: round $round/$ROUNDS: archiving $EVENTS events at concurrency $CONCURRENCY (2.3 MB videos)..."
+	read -r mbps rss < <(run_archiver "small-$round" "$EVENTS" /video-2mb.mp4)
+	[[ -n ${rss:-} ]] || die "the archiver run of round $round failed"
+	archiver_runs+=("$mbps")
+	((rss > small_rss)) && small_rss=$rss
+	echo "bench: round $round/$ROUNDS: rclone copy of the same $EVENTS x 3 files with $((CONCURRENCY * 3)) transfers..."
+	start=$(date +%s.%N)
+	rclone_s3 copy "$SRC" "garage:$ARCHIVER_S3_BUCKET/bench/$RUN-rclone-$round" --transfers $((CONCURRENCY * 3)) \
+		--s3-sse-customer-algorithm AES256 --s3-sse-customer-key-base64 "$ARCHIVER_SSE_C_KEY" \
+		>"$WORK/logs/rclone.log" 2>&1 || die "rclone copy failed (see $WORK/logs/rclone.log)"
+	end=$(date +%s.%N)
+	rclone_runs+=("$(awk -v b="$bytes" -v s="$start" -v e="$end" 'BEGIN {printf "%.1f", b / 1e6 / (e - s)}')")
+	echo "bench: round $round/$ROUNDS: archiver ${archiver_runs[-1]} MB/s, rclone ${rclone_runs[-1]} MB/s"
+done
+archiver_mbps=$(printf '%s\n' "${archiver_runs[@]}" | median)
+rclone_mbps=$(printf '%s\n' "${rclone_runs[@]}" | median)
 
 # --- 3. peak memory with 60 MB videos ----------------------------------------------------
 echo "bench: archiving $BIG_EVENTS events at concurrency $CONCURRENCY (60 MB videos)..."
 read -r big_mbps big_rss < <(run_archiver big "$BIG_EVENTS" /video-60mb.mp4)
+[[ -n ${big_rss:-} ]] || die "the 60 MB archiver run failed"
 
 # --- clean up the objects written --------------------------------------------------------
 rclone_s3 purge "garage:$ARCHIVER_S3_BUCKET/bench/" >>"$WORK/logs/rclone.log" 2>&1 || echo "bench: could not delete bench/ objects" >&2
@@ -158,8 +170,8 @@ ratio=$(awk -v a="$archiver_mbps" -v r="$rclone_mbps" 'BEGIN {printf "%.2f", a /
 rss_ratio=$(awk -v s="$small_rss" -v b="$big_rss" 'BEGIN {printf "%.2f", b / s}')
 {
 	echo "archive pipeline benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, concurrency $CONCURRENCY"
-	printf '  archiver  %4d events (150 KB + 430 KB + 2.3 MB): %7.1f MB/s  peak RSS %6.1f MiB\n' "$EVENTS" "$archiver_mbps" "$(awk -v k="$small_rss" 'BEGIN {print k / 1024}')"
-	printf '  rclone    same files from disk, %d transfers:     %7.1f MB/s\n' $((CONCURRENCY * 3)) "$rclone_mbps"
+	printf '  archiver  %4d events (150 KB + 430 KB + 2.3 MB): %7.1f MB/s  peak RSS %6.1f MiB  (median of %s: %s)\n' "$EVENTS" "$archiver_mbps" "$(awk -v k="$small_rss" 'BEGIN {print k / 1024}')" "$ROUNDS" "${archiver_runs[*]}"
+	printf '  rclone    same files from disk, %d transfers:     %7.1f MB/s                    (median of %s: %s)\n' $((CONCURRENCY * 3)) "$rclone_mbps" "$ROUNDS" "${rclone_runs[*]}"
 	printf '  ratio archiver / rclone: %s\n' "$ratio"
 	printf '  archiver  %4d events with 60 MB videos:           %7.1f MB/s  peak RSS %6.1f MiB (x%s of the 2 MB run)\n' "$BIG_EVENTS" "$big_mbps" "$(awk -v k="$big_rss" 'BEGIN {print k / 1024}')" "$rss_ratio"
 } | tee "$WORK/summary.txt"

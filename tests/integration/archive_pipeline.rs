@@ -204,7 +204,9 @@ fn bad_events_and_bad_settings_exit_2_with_one_line() {
     let server = MediaServer::start();
     serve_good_media(&server);
     let good = String::from_utf8(event_json(&new_session_id(), "acme", None, &Urls::of(&server))).unwrap();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+    // (name, event, settings, what stderr says)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("score out of range", good.replace("65.0", "140"), vec![], "face.liveness_confidence: must be a number from 0 to 100, got 140"),
         ("not json", "{".to_string(), vec![], "event is not a JSON object"),
         ("plain http url", good.replacen("https://", "http://", 1), vec![], "face.source_image: must be an https URL"),
@@ -247,5 +249,29 @@ async fn a_large_video_broken_mid_part_is_fetched_again_and_leaves_no_upload_beh
     assert_eq!(s3.get_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap(), media.large_video.to_vec());
     let uploads = s3.client().list_multipart_uploads().bucket(s3.bucket()).prefix(&prefix).send().await.unwrap();
     assert!(uploads.uploads().is_empty(), "the broken attempt's upload was not aborted: {:?}", uploads.uploads());
+    assert_eq!(s3.delete_prefix(&prefix).await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_video_of_unknown_length_goes_up_in_buffered_parts() {
+    let media = TestMedia::get();
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    // Chunked transfer: no Content-Length, so the object cannot be streamed part by part.
+    server.route("/video.mp4", Behaviour::Chunked(media.large_video.clone()));
+    let tenant = unique_name("chunked");
+    let session = new_session_id().to_ascii_lowercase();
+    let event = event_json(&session, &tenant, None, &Urls::of(&server));
+
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[]));
+
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(manifest["media"]["video"]["sha256"], json!(sha256_hex(&media.large_video)));
+    let prefix = format!("{}{session}/", tenant_prefix(&tenant));
+    let s3 = Stack::load().s3();
+    assert_eq!(s3.get_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap(), media.large_video.to_vec());
+    let head = s3.head_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap();
+    assert_eq!(head.metadata().and_then(|m| m.get("sha256")).map(String::as_str), Some(sha256_hex(&media.large_video).as_str()));
     assert_eq!(s3.delete_prefix(&prefix).await, 4);
 }
