@@ -90,6 +90,11 @@ status=0
 "$demo_client" --queue "$queue" --media "$media_url" --timeout "$timeout_secs" fixtures/events/*.json || status=$?
 
 step "stopping the worker (SIGTERM: it drains, then exits 0)"
+if ! kill -0 "$worker_pid" 2>/dev/null; then
+	echo "the worker is not running any more; its log:" >&2
+	tail -n 40 "$work/worker.log" >&2
+	exit 1
+fi
 kill -TERM "$worker_pid"
 worker_status=0
 for _ in $(seq 300); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done

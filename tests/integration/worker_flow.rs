@@ -12,11 +12,26 @@ use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerT
 const SMALL_TARGET: &[u8] = include_bytes!("../../fixtures/media/target-1280x719.jpg");
 const WAIT: Duration = Duration::from_secs(60);
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archives_events_and_publishes_a_result_for_each() {
     let test = WorkerTest::new("worker-archives").await;
     test.media.route("/small-target.jpg", Behaviour::ok(SMALL_TARGET));
-    let worker = test.start_worker(&[]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let worker = test.start_worker(&[("ARCHIVER_METRICS_ADDR", &metrics_addr)]);
+    let get = |path: &str| {
+        let url = format!("http://{metrics_addr}{path}");
+        async move {
+            match reqwest::get(&url).await {
+                Ok(response) => Some((response.status().as_u16(), response.text().await.unwrap_or_default())),
+                Err(_) => None,
+            }
+        }
+    };
+    eventually("/readyz answers 200", WAIT, || async { matches!(get("/readyz").await, Some((200, _))) }).await;
 
     let cases = [
         (session_id(1), [Some("/source.jpg"), Some("/target.jpg"), Some("/video.mp4")], ["stored", "stored", "stored"]),
@@ -46,6 +61,12 @@ async fn archives_events_and_publishes_a_result_for_each() {
     test.assert_media_stored(&session_id(1)).await;
     eventually("an empty queue", WAIT, || async { test.queue_depth().await == 0 }).await;
     assert_eq!(test.dead_letter_depth().await, 0);
+    let (_, metrics) = get("/metrics").await.expect("/metrics answers");
+    let archived = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("archiver_events_total{outcome=\"archived\"} "))
+        .unwrap_or_else(|| panic!("no archived count in /metrics:\n{metrics}"));
+    assert_eq!(archived.trim(), "3");
 
     let output = stop(worker, Duration::from_secs(30));
     assert_exit_0(&output);

@@ -1,32 +1,92 @@
 //! `archiver worker`: consumes report events until SIGTERM or SIGINT, then stops taking
 //! new ones, finishes or returns those in flight, and exits 0 (CONTRACT.md sections 4, 5).
+//! Serves `/metrics`, `/healthz` and `/readyz` on `ARCHIVER_METRICS_ADDR` meanwhile.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::Settings;
 use crate::config::{self, Problems};
 use crate::exit::{CommandError, Outcome};
+use crate::metrics::{self, Readiness};
 use crate::worker::{self, Pipeline};
+
+/// How often the worker checks that the bucket answers, for `/readyz`.
+const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(15);
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     // Every configuration problem at once: the worker's own, then the pipeline's.
     let mut problems = Problems::default();
     let worker_config = worker::config::worker(settings, &mut problems);
-    let archive_config = config::archive_config(settings);
-    match (problems.finish(), archive_config) {
-        (Ok(()), Ok(archive_config)) => {
-            crate::logging::init(&settings.log_format)?;
-            let archiver = archive::Archiver::new(archive_config)
-                .await
-                .map_err(|err| CommandError::usage(format!("cannot set up the archive pipeline: {err}")))?;
-            let shutdown = worker::shutdown::on_signal().context("cannot listen for SIGTERM and SIGINT")?;
-            worker::run(worker_config, Arc::new(Pipeline::new(archiver)), shutdown).await?;
-            Ok(Outcome::Done)
+    let metrics_addr = problems.parse::<SocketAddr>(
+        "ARCHIVER_METRICS_ADDR",
+        &settings.metrics_addr,
+        "an address and port such as 127.0.0.1:9090",
+    );
+    // The vendor API is optional for the worker: with it, an event whose URLs expired is
+    // archived again with fresh ones; without it, such an event is dead-lettered.
+    let vendor = if settings.provider_api_url.is_some() || settings.provider_api_key.is_some() {
+        crate::commands::refetch::vendor_config(settings, &mut problems)
+    } else {
+        None
+    };
+    let archive_config = match (problems.finish(), config::archive_config(settings)) {
+        (Ok(()), Ok(archive_config)) => archive_config,
+        (Err(mine), Ok(_)) => return Err(mine),
+        (Ok(()), Err(theirs)) => return Err(theirs),
+        (Err(mine), Err(theirs)) => return Err(CommandError::usage(format!("{mine}; {theirs}"))),
+    };
+    let metrics_addr = metrics_addr.ok_or_else(|| CommandError::usage("ARCHIVER_METRICS_ADDR is invalid"))?;
+    crate::logging::init(&settings.log_format)?;
+
+    let url_ttl = archive_config.fetch.url_ttl;
+    let archiver = archive::Archiver::new(archive_config)
+        .await
+        .map_err(|err| CommandError::usage(format!("cannot set up the archive pipeline: {err}")))?;
+    let vendor = match vendor {
+        Some(config) => Some(archive::VendorClient::new(config).map_err(|err| CommandError::usage(err.to_string()))?),
+        None => None,
+    };
+    let pipeline = Pipeline::new(archiver.clone(), url_ttl).with_vendor(vendor);
+    let readiness = Readiness::new();
+    let server = metrics::serve(metrics_addr, readiness.clone()).await.map_err(|err| {
+        CommandError::usage(format!("ARCHIVER_METRICS_ADDR: cannot listen on {metrics_addr}: {err}"))
+    })?;
+    tracing::info!(addr = %server.local_addr(), "serving /metrics, /healthz and /readyz");
+    let shutdown = worker::shutdown::on_signal().context("cannot listen for SIGTERM and SIGINT")?;
+    let probe = tokio::spawn(probe_store(archiver.clone(), readiness.clone(), shutdown.clone()));
+
+    let result = worker::run(worker_config, Arc::new(pipeline), readiness, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = probe.await;
+    server.stop();
+    result?;
+    Ok(Outcome::Done)
+}
+
+/// Keeps `/readyz` told whether the bucket answers, until shutdown.
+async fn probe_store(archiver: archive::Archiver, readiness: Readiness, shutdown: CancellationToken) {
+    loop {
+        let reachable = match tokio::time::timeout(STORE_PROBE_TIMEOUT, archiver.check_ready()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "the bucket does not answer");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("the bucket did not answer within {}s", STORE_PROBE_TIMEOUT.as_secs());
+                false
+            }
+        };
+        readiness.set_store(reachable);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
         }
-        (Err(mine), Ok(_)) => Err(mine),
-        (Ok(()), Err(theirs)) => Err(theirs),
-        (Err(mine), Err(theirs)) => Err(CommandError::usage(format!("{mine}; {theirs}"))),
     }
 }

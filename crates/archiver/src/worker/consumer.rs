@@ -18,6 +18,7 @@ use super::broker::{bounded, connect, BrokerError};
 use super::publisher::Publisher;
 use super::settle::{settle, Context};
 use super::{Handler, WorkerConfig};
+use crate::metrics::Readiness;
 
 /// How long the worker keeps trying to reach a broker that is gone before it gives up and
 /// exits 1, leaving the restart to its supervisor (and the alert to its operator).
@@ -38,7 +39,13 @@ enum SessionEnd {
 
 /// Runs the worker until `shutdown` is cancelled, then drains. Returns an error only when
 /// the broker stayed unreachable past [`RECONNECT_DEADLINE`].
-pub async fn run<H: Handler>(config: WorkerConfig, handler: Arc<H>, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// `readiness` learns whether the broker is connected and when the drain starts.
+pub async fn run<H: Handler>(
+    config: WorkerConfig,
+    handler: Arc<H>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(&config.amqp_url));
     let context = Arc::new(Context { handler, publisher: publisher.clone(), topology: config.topology.clone() });
     let semaphore = Arc::new(Semaphore::new(usize::from(config.concurrency)));
@@ -53,7 +60,10 @@ pub async fn run<H: Handler>(config: WorkerConfig, handler: Arc<H>, shutdown: Ca
             Err(err) => break Err(err),
         };
         tracing::info!(queue = %config.topology.queue, concurrency = config.concurrency, "consuming");
-        match consume(&mut session, &context, &semaphore, &mut tasks, &shutdown).await {
+        readiness.set_broker(true);
+        let end = consume(&mut session, &context, &semaphore, &mut tasks, &shutdown).await;
+        readiness.set_broker(false);
+        match end {
             SessionEnd::Shutdown => break Ok(Some(session)),
             SessionEnd::Lost(why) => {
                 // Tasks of the lost session keep running: their acknowledgements fail and
@@ -64,6 +74,7 @@ pub async fn run<H: Handler>(config: WorkerConfig, handler: Arc<H>, shutdown: Ca
         }
     };
 
+    readiness.set_draining(true);
     let session = match outcome {
         Ok(session) => session,
         Err(err) => {

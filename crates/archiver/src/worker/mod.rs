@@ -20,7 +20,10 @@ pub mod shutdown;
 mod topology;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::metrics::EventMetrics;
 
 pub use broker::{bounded, connect, BrokerError};
 pub use consumer::run;
@@ -61,7 +64,13 @@ pub enum Settlement {
     Retry { reason: String, result: ResultEvent },
 }
 
+/// What the handler decided, with the event's metrics, finished once the message is settled.
+pub struct Handled {
+    pub settlement: Settlement,
+    pub metrics: Arc<EventMetrics>,
+}
+
 /// Turns one message into a [`Settlement`]. It never fails: every failure is a settlement.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Settlement> + Send;
+    fn handle(&self, incoming: Incoming<'_>) -> impl Future<Output = Handled> + Send;
 }

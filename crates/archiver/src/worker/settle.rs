@@ -10,7 +10,8 @@ use lapin::BasicProperties;
 
 use super::broker::bounded;
 use super::publisher::{Message, Publisher};
-use super::{Handler, Incoming, ResultEvent, Settlement, Topology, REASON_HEADER, RESULTS_EXCHANGE};
+use super::{Handled, Handler, Incoming, ResultEvent, Settlement, Topology, REASON_HEADER, RESULTS_EXCHANGE};
+use crate::metrics::{EventMetrics, EventOutcome};
 
 /// What every delivery task shares.
 pub struct Context<H> {
@@ -22,8 +23,11 @@ pub struct Context<H> {
 /// Handles one delivery to the end. Every path either settles the message or leaves it
 /// unacknowledged, which the broker redelivers: nothing here can lose it.
 pub async fn settle<H: Handler>(delivery: Delivery, context: &Context<H>) {
-    let settlement = match content_type_problem(&delivery.properties) {
-        Some(reason) => Settlement::DeadLetter { result: ResultEvent::unparsed(&delivery.data, &reason), reason },
+    let Handled { settlement, metrics } = match content_type_problem(&delivery.properties) {
+        Some(reason) => Handled {
+            settlement: Settlement::DeadLetter { result: ResultEvent::unparsed(&delivery.data, &reason), reason },
+            metrics: EventMetrics::for_unparsed(),
+        },
         None => {
             let incoming = Incoming { body: &delivery.data, amqp_timestamp: *delivery.properties.timestamp() };
             context.handler.handle(incoming).await
@@ -31,29 +35,33 @@ pub async fn settle<H: Handler>(delivery: Delivery, context: &Context<H>) {
     };
     let attempt = previous_deliveries(&delivery.properties) + 1;
     let settlement = give_up_when_exhausted(settlement, attempt, context.topology.delivery_limit);
-    match settlement {
+    let outcome = match settlement {
         Settlement::Done { result } => {
-            if publish_result(context, &delivery, &result, "archived").await {
-                ack(&delivery).await;
+            if publish_result(context, &delivery, &result, "archived").await && ack(&delivery).await {
                 tracing::info!(outcome = "archived", manifest_key = result.manifest_key.as_deref(), "event settled");
+                EventOutcome::Archived
             } else {
-                requeue(&delivery).await;
+                requeue(&delivery).await
             }
         }
         Settlement::DeadLetter { reason, result } => {
             let result = ResultEvent { reason: Some(reason.clone()), ..result };
-            if dead_letter(context, &delivery, &reason).await && publish_result(context, &delivery, &result, "dead-lettered").await {
-                ack(&delivery).await;
+            if dead_letter(context, &delivery, &reason).await
+                && publish_result(context, &delivery, &result, "dead-lettered").await
+                && ack(&delivery).await
+            {
                 tracing::warn!(outcome = "dead-lettered", %reason, dead_letter_queue = %context.topology.dead_letter_queue(), "event settled");
+                EventOutcome::DeadLettered
             } else {
-                requeue(&delivery).await;
+                requeue(&delivery).await
             }
         }
         Settlement::Retry { reason, .. } => {
             tracing::warn!(%reason, attempt, delivery_limit = context.topology.delivery_limit, "returning event to the queue to try again");
-            requeue(&delivery).await;
+            requeue(&delivery).await
         }
-    }
+    };
+    metrics.finish(outcome);
 }
 
 /// The event is JSON: a message that declares another content type is dead-lettered
@@ -147,20 +155,28 @@ async fn publish_result<H>(context: &Context<H>, delivery: &Delivery, result: &R
     }
 }
 
-async fn ack(delivery: &Delivery) {
+/// Whether the acknowledgement was sent. One that was not is left to redelivery.
+async fn ack(delivery: &Delivery) -> bool {
     match bounded("acknowledge the event", delivery.acker.ack(BasicAckOptions::default())).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!("could not acknowledge: the channel is gone; the broker will redeliver the event"),
-        Err(err) => tracing::warn!(error = %err, "could not acknowledge; the broker will redeliver the event"),
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!("could not acknowledge: the channel is gone; the broker will redeliver the event");
+            false
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not acknowledge; the broker will redeliver the event");
+            false
+        }
     }
 }
 
-async fn requeue(delivery: &Delivery) {
+/// Returns the event to the queue (or leaves it to the broker when the channel is gone).
+async fn requeue(delivery: &Delivery) -> EventOutcome {
     let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
-    match bounded("return the event to the queue", delivery.acker.nack(options)).await {
-        Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "could not return the event; the broker will redeliver it"),
+    if let Err(err) = bounded("return the event to the queue", delivery.acker.nack(options)).await {
+        tracing::warn!(error = %err, "could not return the event; the broker will redeliver it");
     }
+    EventOutcome::Requeued
 }
 
 #[cfg(test)]
