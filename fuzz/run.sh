@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes one media scanner for a while, seeded with the committed fixtures.
 #
-#   bash fuzz/run.sh mp4 60     # target (jpeg or mp4), seconds
+#   bash fuzz/run.sh mp4 60     # target (event, jpeg or mp4), seconds
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). cargo-fuzz wants a nightly toolchain;
 # on a stable one, RUSTC_BOOTSTRAP=1 lets it use the nightly-only sanitizer flags.
@@ -13,11 +13,16 @@ seconds=${2:-60}
 cd "$(dirname "$0")"
 corpus="corpus/$target"
 mkdir -p "$corpus"
+if [ "$target" = event ]; then
+    # Events are fed as they are (no chunk-size byte): the committed example events.
+    cp ../fixtures/events/*.json "$corpus/"
+    RUSTC_BOOTSTRAP=1 exec cargo fuzz run event "$corpus" -- -max_total_time="$seconds" -max_len=8192 -rss_limit_mb=2048
+fi
 # The first input byte is the chunk-size seed: prefix each fixture with one.
 case $target in
 jpeg) pattern='*.jpg' ;;
 mp4) pattern='*.mp4' ;;
-*) echo "unknown target $target (jpeg or mp4)" >&2 && exit 2 ;;
+*) echo "unknown target $target (event, jpeg or mp4)" >&2 && exit 2 ;;
 esac
 for file in ../fixtures/media/$pattern; do
     size=$(stat -c %s "$file")

@@ -55,6 +55,10 @@ pub struct FetchConfig {
     pub read_timeout: Duration,
     /// Longest one attempt (request, body and upload) may take.
     pub attempt_timeout: Duration,
+    /// Lowest average body rate, in bytes per second, once `transfer_rate_grace` has passed
+    /// since the body started (a trickling source cannot hold a worker for long).
+    pub min_transfer_rate: u64,
+    pub transfer_rate_grace: Duration,
     /// Attempts per media, the first included.
     pub max_attempts: usize,
     /// Backoff between attempts: jittered exponential from `min_backoff` to `max_backoff`.
@@ -73,6 +77,8 @@ impl FetchConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(300),
+            min_transfer_rate: 1024,
+            transfer_rate_grace: Duration::from_secs(10),
             max_attempts: 4,
             min_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(20),
@@ -157,14 +163,16 @@ impl SseCustomerKey {
     /// From the base64 text of `ARCHIVER_SSE_C_KEY`; the key must be 32 bytes.
     pub fn from_base64(text: &str) -> Result<Self, String> {
         let engine = base64::engine::general_purpose::STANDARD;
-        let key = engine
-            .decode(text.trim())
-            .map_err(|_| "must be base64 of a 32-byte key (try `openssl rand -base64 32`)".to_string())?;
+        let key = zeroize::Zeroizing::new(
+            engine
+                .decode(text.trim())
+                .map_err(|_| "must be base64 of a 32-byte key (try `openssl rand -base64 32`)".to_string())?,
+        );
         if key.len() != 32 {
             return Err(format!("must be base64 of a 32-byte key, got {} bytes (try `openssl rand -base64 32`)", key.len()));
         }
-        let md5 = md5::Md5::digest(&key);
-        Ok(SseCustomerKey { key_base64: engine.encode(&key), md5_base64: engine.encode(md5) })
+        let md5 = md5::Md5::digest(key.as_slice());
+        Ok(SseCustomerKey { key_base64: engine.encode(key.as_slice()), md5_base64: engine.encode(md5) })
     }
 
     pub(crate) fn key_base64(&self) -> &str {
@@ -174,6 +182,14 @@ impl SseCustomerKey {
     /// The key's MD5 in base64, as S3 reports it; safe to show.
     pub fn md5_base64(&self) -> &str {
         &self.md5_base64
+    }
+}
+
+/// Our copy of the key is wiped when dropped; the copies aws-sdk-s3 makes for each request
+/// (headers, its own strings) are outside our reach.
+impl Drop for SseCustomerKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_base64);
     }
 }
 

@@ -68,12 +68,24 @@ impl Received {
     }
 }
 
+/// The largest event body taken. A real report is about 2 KB; anything near this is not a
+/// report, and parsing it would only spend the worker's memory.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
 /// Why an event breaks CONTRACT.md section 1. Such an event is dead-lettered at once.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EventError {
-    /// The body is not a UTF-8 JSON object.
+    /// The body is larger than [`MAX_EVENT_BYTES`]; it is not parsed at all.
+    #[error("event is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    /// The body is not a UTF-8 JSON object (this includes nesting deeper than serde_json's
+    /// limit of 128 and numbers no float can hold).
     #[error("event is not a JSON object: {0}")]
     NotJson(String),
+    /// An object holds the same key twice; which one the vendor meant is unknowable, so the
+    /// event is refused rather than one of them silently kept.
+    #[error("event has a duplicate key {0}")]
+    DuplicateKey(String),
     /// One field breaks its rule; the message names the field.
     #[error("{field}: {problem}")]
     Field { field: &'static str, problem: String },
@@ -85,7 +97,11 @@ fn field_error(field: &'static str, problem: impl Into<String>) -> EventError {
 
 /// Parses and checks one event body (CONTRACT.md section 1). Unknown fields are ignored.
 pub fn parse_event(body: &[u8]) -> Result<ReportEvent, EventError> {
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge { size: body.len(), limit: MAX_EVENT_BYTES });
+    }
     let value: Value = serde_json::from_slice(body).map_err(|err| EventError::NotJson(err.to_string()))?;
+    reject_duplicate_keys(body)?;
     let Value::Object(root) = value else {
         return Err(EventError::NotJson(format!("found {}", describe(&value))));
     };
@@ -105,6 +121,78 @@ pub fn parse_event(body: &[u8]) -> Result<ReportEvent, EventError> {
         Some(other) => return Err(field_error("face", format!("must be an object, got {}", describe(other)))),
     };
     Ok(ReportEvent { session_id, tenant, issued_at, face })
+}
+
+/// Walks the body once more refusing any object that repeats a key: `serde_json::Value`
+/// keeps the last silently, and no crate offers a strict mode. Runs only on bodies that
+/// already parsed, so its own errors can only be the duplicate.
+fn reject_duplicate_keys(body: &[u8]) -> Result<(), EventError> {
+    use serde::de::{Deserializer as _, MapAccess, SeqAccess, Visitor};
+
+    struct Strict;
+
+    impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Strict)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(serde::de::Error::custom(format!("{DUPLICATE}{}", quoted(&key))));
+                }
+                map.next_value_seed(Strict)?;
+            }
+            Ok(())
+        }
+    }
+
+    const DUPLICATE: &str = "duplicate key ";
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    match deserializer.deserialize_any(Strict) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let text = err.to_string();
+            match text.strip_prefix(DUPLICATE) {
+                Some(rest) => {
+                    // serde_json appends " at line L column C"; keep the key alone.
+                    let key = rest.rsplit_once(" at line ").map_or(rest, |(key, _)| key);
+                    Err(EventError::DuplicateKey(key.to_string()))
+                }
+                None => Err(EventError::NotJson(text)),
+            }
+        }
+    }
 }
 
 fn parse_session_id(root: &Map<String, Value>) -> Result<String, EventError> {
@@ -190,6 +278,10 @@ fn parse_media_url(face: &Map<String, Value>, name: &str, field: &'static str) -
             }
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(field_error(field, "must be an https URL with a host"));
+            }
+            // User info would become an Authorization header sent to the media host.
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(field_error(field, "must be an https URL without user info"));
             }
             Ok(Some(url))
         }
@@ -318,6 +410,47 @@ mod tests {
             let err = parse_event(body.as_bytes()).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err:?} should start with {expected:?}");
             assert!(!err.contains("secret"), "an error leaked a URL query: {err}");
+        }
+    }
+
+    /// Hostile bodies: each refused with a reason that names the problem, none panics.
+    #[test]
+    fn hostile_bodies_are_refused_with_a_reason() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep_in_event = GOOD.replacen("\"extra\": {\"ignored\": true}", &format!("\"extra\": {deep}"), 1);
+        let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_EVENT_BYTES));
+        let duplicate_session = GOOD.replacen("\"tenant\": \"acme\",", "\"tenant\": \"acme\", \"session_id\": \"x\",", 1);
+        let duplicate_nested = GOOD.replacen("\"status\": \"In Review\",", "\"status\": \"In Review\", \"status\": \"Approved\",", 1);
+        let mut invalid_utf8 = GOOD.as_bytes().to_vec();
+        let at = GOOD.find("acme").unwrap();
+        invalid_utf8[at] = 0xff;
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (big.into_bytes(), "more than the limit of 1048576 bytes"),
+            (deep.clone().into_bytes(), "recursion limit exceeded"),
+            (deep_in_event.into_bytes(), "recursion limit exceeded"),
+            (duplicate_session.into_bytes(), "duplicate key \"session_id\""),
+            (duplicate_nested.into_bytes(), "duplicate key \"status\""),
+            (invalid_utf8, "invalid unicode code point"),
+            (GOOD.replacen("95.43", "1e400", 1).into_bytes(), "number out of range"),
+            (GOOD.replacen("95.43", "100.0000001", 1).into_bytes(), "face.face_match_similarity: must be a number from 0 to 100"),
+            (GOOD.replacen("65", "18446744073709551616", 1).into_bytes(), "face.liveness_confidence: must be a number from 0 to 100"),
+            (GOOD.replacen("\"Approved\"", "\"APPROVED\"", 1).into_bytes(), "face.face_match_status: must be one of"),
+            (GOOD.replacen("\"In Review\"", "\"In\\u0000Review\"", 1).into_bytes(), "face.status: must be one of"),
+            (GOOD.replacen("\"acme\"", "[\"acme\"]", 1).into_bytes(), "tenant: must be a string, got an array"),
+            (GOOD.replacen("\"target_image\": null", "\"target_image\": {\"url\": 1}", 1).into_bytes(), "face.target_image: must be an https URL or null"),
+            (
+                GOOD.replacen("https://media.example/s.jpg", "https://user:SECRETPW@media.example/s.jpg", 1).into_bytes(),
+                "face.source_image: must be an https URL without user info",
+            ),
+            (GOOD.replacen("https://media.example/s.jpg", "https://[::1/s.jpg", 1).into_bytes(), "face.source_image: must be an https URL"),
+            (GOOD.replacen("https://media.example/s.jpg", "file:///etc/passwd", 1).into_bytes(), "face.source_image: must be an https URL, got scheme file"),
+            (b"\"a string\"".to_vec(), "event is not a JSON object: found \"a string\""),
+            (b"{} trailing".to_vec(), "trailing characters"),
+        ];
+        for (body, expected) in cases {
+            let err = parse_event(&body).expect_err(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+            assert!(!err.contains("SECRETPW") && !err.contains("X-Amz"), "an error leaked a URL: {err}");
         }
     }
 

@@ -23,6 +23,9 @@ pub enum FetchError {
     /// The URL or a redirect is not https.
     #[error("url is not https (scheme {0})")]
     NotHttps(String),
+    /// The URL or a redirect carries user info (it would become credentials sent to the host).
+    #[error("url carries user info")]
+    UserInfo,
     /// The host policy refused the host.
     #[error(transparent)]
     HostNotAllowed(#[from] HostNotAllowed),
@@ -50,7 +53,11 @@ impl FetchError {
         match self {
             FetchError::Status { status, .. } => matches!(status, 408 | 425 | 429) || (500..600).contains(status),
             FetchError::Timeout(_) | FetchError::Connection(_) => true,
-            FetchError::NotHttps(_) | FetchError::HostNotAllowed(_) | FetchError::Redirect(_) | FetchError::TooLarge { .. } => false,
+            FetchError::NotHttps(_)
+            | FetchError::UserInfo
+            | FetchError::HostNotAllowed(_)
+            | FetchError::Redirect(_)
+            | FetchError::TooLarge { .. } => false,
         }
     }
 
@@ -78,6 +85,10 @@ pub struct Download {
     deadline: Instant,
     limit: u64,
     read: u64,
+    /// When the body started, and the floor on its average rate after the grace period.
+    started: Instant,
+    min_rate: u64,
+    rate_grace: Duration,
 }
 
 impl Fetcher {
@@ -117,6 +128,9 @@ impl Fetcher {
             if url.scheme() != "https" {
                 return Err(FetchError::NotHttps(url.scheme().to_string()));
             }
+            if !url.username().is_empty() || url.password().is_some() {
+                return Err(FetchError::UserInfo);
+            }
             self.policy.check_url(&url, self.config.connect_timeout).await?;
             let sent = tokio::time::timeout_at(deadline, self.client.get(url.clone()).send()).await;
             let response = match sent {
@@ -150,7 +164,16 @@ impl Fetcher {
             if declared.is_some_and(|length| length > limit) {
                 return Err(FetchError::TooLarge { limit });
             }
-            return Ok(Download { response, declared, deadline, limit, read: 0 });
+            return Ok(Download {
+                response,
+                declared,
+                deadline,
+                limit,
+                read: 0,
+                started: Instant::now(),
+                min_rate: self.config.min_transfer_rate,
+                rate_grace: self.config.transfer_rate_grace,
+            });
         }
         unreachable!("the loop returns on its last hop")
     }
@@ -174,6 +197,12 @@ impl Download {
             self.read += bytes.len() as u64;
             if self.read > self.limit {
                 return Err(FetchError::TooLarge { limit: self.limit });
+            }
+            // A trickle that keeps the read deadline alive (a byte a second) would hold the
+            // worker until the attempt deadline; past the grace period, a slow average ends it.
+            let elapsed = self.started.elapsed();
+            if elapsed > self.rate_grace && (self.read as f64) < self.min_rate as f64 * elapsed.as_secs_f64() {
+                return Err(FetchError::Timeout("source sends slower than the minimum transfer rate"));
             }
         }
         Ok(chunk)

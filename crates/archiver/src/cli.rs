@@ -81,6 +81,20 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The settings of a command that has them (all but `validate`).
+    pub fn settings_mut(&mut self) -> Option<&mut Settings> {
+        match self {
+            Command::Worker { settings }
+            | Command::Archive { settings, .. }
+            | Command::Refetch { settings, .. }
+            | Command::Get { settings, .. }
+            | Command::Topology { settings } => Some(settings),
+            Command::Validate { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KindArg {
     Source,
@@ -119,6 +133,9 @@ pub struct Settings {
     /// AMQP broker URL.
     #[arg(long, env = "ARCHIVER_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_default_value = true, hide_env_values = true)]
     pub amqp_url: String,
+    /// File holding the AMQP broker URL (a mounted Kubernetes Secret); instead of --amqp-url.
+    #[arg(long, env = "ARCHIVER_AMQP_URL_FILE", conflicts_with = "amqp_url")]
+    pub amqp_url_file: Option<PathBuf>,
     /// Queue of report events.
     #[arg(long, env = "ARCHIVER_QUEUE", default_value = "face-reports")]
     pub queue: String,
@@ -155,6 +172,9 @@ pub struct Settings {
     /// Base64 of a 32-byte key, for sse-c.
     #[arg(long, env = "ARCHIVER_SSE_C_KEY", hide_env_values = true)]
     pub sse_c_key: Option<String>,
+    /// File holding the base64 SSE-C key (a mounted Kubernetes Secret); instead of --sse-c-key.
+    #[arg(long, env = "ARCHIVER_SSE_C_KEY_FILE", conflicts_with = "sse_c_key")]
+    pub sse_c_key_file: Option<PathBuf>,
     /// A name for the key in use, recorded in metadata and manifest.
     #[arg(long, env = "ARCHIVER_SSE_KEY_ID", default_value = "k1")]
     pub sse_key_id: String,
@@ -187,6 +207,9 @@ pub struct Settings {
     /// Vendor API key, for refetch.
     #[arg(long, env = "ARCHIVER_PROVIDER_API_KEY", hide_env_values = true)]
     pub provider_api_key: Option<String>,
+    /// File holding the vendor API key; instead of --provider-api-key.
+    #[arg(long, env = "ARCHIVER_PROVIDER_API_KEY_FILE", conflicts_with = "provider_api_key")]
+    pub provider_api_key_file: Option<PathBuf>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "ARCHIVER_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: String,

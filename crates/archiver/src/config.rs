@@ -36,6 +36,38 @@ impl Problems {
     }
 }
 
+/// Reads the secrets given as files (`ARCHIVER_AMQP_URL_FILE`, `ARCHIVER_SSE_C_KEY_FILE`,
+/// `ARCHIVER_PROVIDER_API_KEY_FILE`; Kubernetes mounts Secrets as files) into `settings`, so
+/// every command sees one value whichever way it came. Surrounding whitespace (the trailing
+/// newline of `echo > file`) is dropped. Errors name the variable and the path, never the content.
+pub fn read_secret_files(settings: &mut Settings) -> Result<(), CommandError> {
+    let mut problems = Problems::default();
+    // clap refuses a value and its file together (`conflicts_with`).
+    let files = [
+        ("ARCHIVER_AMQP_URL", "ARCHIVER_AMQP_URL_FILE", settings.amqp_url_file.as_deref()),
+        ("ARCHIVER_SSE_C_KEY", "ARCHIVER_SSE_C_KEY_FILE", settings.sse_c_key_file.as_deref()),
+        ("ARCHIVER_PROVIDER_API_KEY", "ARCHIVER_PROVIDER_API_KEY_FILE", settings.provider_api_key_file.as_deref()),
+    ];
+    let mut read = Vec::new();
+    for (variable, file_variable, path) in files {
+        let Some(path) = path else { continue };
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => read.push((variable, text.trim().to_string())),
+            Ok(_) => problems.push(format!("{file_variable}: {} is empty", path.display())),
+            Err(err) => problems.push(format!("{file_variable}: cannot read {}: {}", path.display(), err.kind())),
+        }
+    }
+    problems.finish()?;
+    for (variable, value) in read {
+        match variable {
+            "ARCHIVER_AMQP_URL" => settings.amqp_url = value,
+            "ARCHIVER_SSE_C_KEY" => settings.sse_c_key = Some(value),
+            _ => settings.provider_api_key = Some(value),
+        }
+    }
+    Ok(())
+}
+
 /// The media limits (CONTRACT.md section 2), validated.
 pub fn limits(settings: &LimitSettings, problems: &mut Problems) -> media::Limits {
     let defaults = media::Limits::default();

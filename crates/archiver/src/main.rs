@@ -20,7 +20,11 @@ use crate::cli::{Cli, Command};
 use crate::exit::CommandError;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Secrets mounted as files are read before anything else sees the settings.
+    if let Some(Err(err)) = cli.command.settings_mut().map(config::read_secret_files) {
+        return err.report();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => return CommandError::Failed(err.into()).report(),
