@@ -7,6 +7,8 @@ mod support;
 
 mod archive_faults;
 mod archive_pipeline;
+mod readme;
+mod refetch;
 mod stack_smoke;
 mod worker_commands;
 mod worker_flow;
