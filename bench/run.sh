@@ -143,7 +143,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	echo "bench: round $round/$ROUNDS: archiving $EVENTS events at concurrency $CONCURRENCY (2.3 MB videos)..."
 	read -r mbps rss < <(run_archiver "small-$round" "$EVENTS" /video-2mb.mp4)
 	[[ -n ${rss:-} ]] || die "the archiver run of round $round failed"
-	archiver_runs+=("$mbps")
+	archiver_runs+=("$(printf "%.1f" "$mbps")")
 	((rss > small_rss)) && small_rss=$rss
 	echo "bench: round $round/$ROUNDS: rclone copy of the same $EVENTS x 3 files with $((CONCURRENCY * 3)) transfers..."
 	start=$(date +%s.%N)
