@@ -131,7 +131,7 @@ impl Fetcher {
             if !url.username().is_empty() || url.password().is_some() {
                 return Err(FetchError::UserInfo);
             }
-            self.policy.check_url(&url, self.config.connect_timeout).await?;
+            self.policy.check_url(&url)?;
             let sent = tokio::time::timeout_at(deadline, self.client.get(url.clone()).send()).await;
             let response = match sent {
                 Err(_) => return Err(FetchError::Timeout("no response")),

@@ -43,7 +43,7 @@ impl HostPolicy {
     }
 
     /// Checks one URL before a request to it (the first and every redirect hop).
-    pub async fn check_url(&self, url: &Url, lookup_timeout: Duration) -> Result<(), HostNotAllowed> {
+    pub fn check_url(&self, url: &Url) -> Result<(), HostNotAllowed> {
         let refuse = |host: &str, why: String| Err(HostNotAllowed { host: host.to_string(), why });
         let Some(host) = url.host() else {
             return refuse("(none)", "has no host".to_string());
@@ -60,13 +60,14 @@ impl HostPolicy {
         match host {
             Host::Ipv4(ip) => check_addresses(&name, &[IpAddr::V4(ip)]),
             Host::Ipv6(ip) => check_addresses(&name, &[IpAddr::V6(ip)]),
-            // The resolver lets a listed name through on any address, so a listed name on
-            // an unlisted port is checked here instead.
-            Host::Domain(_) if self.name_listed(&name) => {
-                let addresses = lookup(&name, lookup_timeout).await?;
-                let ips: Vec<IpAddr> = addresses.iter().map(SocketAddr::ip).collect();
-                check_addresses(&format!("{name}:{port}"), &ips)
-            }
+            // The resolver lets a listed name through on any address and cannot see the
+            // port, so a listed name on an unlisted port is refused here: checking its
+            // addresses now would leave a window for DNS rebinding before the resolver's
+            // own, unchecked, lookup.
+            Host::Domain(_) if self.name_listed(&name) => refuse(
+                &format!("{name}:{port}"),
+                format!("is listed in ARCHIVER_ALLOWED_HOSTS only with other ports; list {name}:{port} to allow it"),
+            ),
             Host::Domain(_) => Ok(()),
         }
     }
@@ -124,14 +125,16 @@ impl reqwest::dns::Resolve for CheckedResolver {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn urls_are_checked_against_the_list() {
+    #[test]
+    fn urls_are_checked_against_the_list() {
         let policy = HostPolicy::new(vec!["localhost:8443".parse().unwrap(), "127.0.0.2".parse().unwrap()]);
-        let timeout = Duration::from_secs(5);
         let cases = [
             ("https://localhost:8443/a.jpg", true),
             ("https://LOCALHOST:8443/a.jpg", true),
+            // A listed name on another port: refused without a lookup (no rebinding window).
             ("https://localhost:9443/a.jpg", false),
+            ("https://[::ffff:127.0.0.2]:1234/a.jpg", false),
+            ("https://[::ffff:8.8.8.8]/a.jpg", true),
             ("https://127.0.0.1:8443/a.jpg", false),
             ("https://127.0.0.2:1234/a.jpg", true),
             ("https://[::1]:8443/a.jpg", false),
@@ -141,7 +144,7 @@ mod tests {
             ("https://media.vendor.example/a.jpg", true),
         ];
         for (url, allowed) in cases {
-            let result = policy.check_url(&Url::parse(url).unwrap(), timeout).await;
+            let result = policy.check_url(&Url::parse(url).unwrap());
             assert_eq!(result.is_ok(), allowed, "{url}: {result:?}");
         }
     }
