@@ -127,8 +127,9 @@ pub struct LimitSettings {
 }
 
 /// Every setting of CONTRACT.md section 7, kept as raw text here so that `config.rs`
-/// can report every bad value at once rather than stopping at the first.
-#[derive(Debug, Clone, Args)]
+/// can report every bad value at once rather than stopping at the first. Its `Debug`
+/// leaves out the secrets (see below).
+#[derive(Clone, Args)]
 pub struct Settings {
     /// AMQP broker URL.
     #[arg(long, env = "ARCHIVER_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_default_value = true, hide_env_values = true)]
@@ -216,4 +217,55 @@ pub struct Settings {
     /// Log format: text or json.
     #[arg(long, env = "ARCHIVER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// Written by hand so that no secret can reach a log through `{:?}`: the SSE-C key and
+/// the vendor API key show only whether they are set, the broker URL loses its user info.
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |value: &Option<String>| if value.is_some() { "<set>" } else { "<unset>" };
+        let broker = match self.amqp_url.split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", rest.rsplit_once('@').map_or(rest, |(_, host)| host)),
+            None => "<not a URL>".to_string(),
+        };
+        f.debug_struct("Settings")
+            .field("amqp_url", &broker)
+            .field("queue", &self.queue)
+            .field("concurrency", &self.concurrency)
+            .field("s3_bucket", &self.s3_bucket)
+            .field("s3_prefix", &self.s3_prefix)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .field("sse", &self.sse)
+            .field("sse_c_key", &set(&self.sse_c_key))
+            .field("sse_key_id", &self.sse_key_id)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("provider_api_url", &self.provider_api_url)
+            .field("provider_api_key", &set(&self.provider_api_key))
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "archiver",
+            "worker",
+            "--amqp-url=amqp://user:PASSWORD@broker:5672/%2f",
+            "--sse-c-key=S3CRETKEYBASE64",
+            "--provider-api-key=APIKEY",
+        ])
+        .unwrap();
+        let shown = format!("{cli:?}");
+        for secret in ["PASSWORD", "S3CRETKEYBASE64", "APIKEY", "user:"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("amqp://broker:5672/%2f") && shown.contains(r#"sse_c_key: "<set>""#), "{shown}");
+    }
 }
