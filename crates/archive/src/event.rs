@@ -18,8 +18,9 @@ pub struct ReportEvent {
     pub face: Face,
 }
 
-/// The `face` object: verdicts, scores and the three media URLs.
-#[derive(Debug, Clone, PartialEq)]
+/// The `face` object: verdicts, scores and the three media URLs. Its `Debug` shows the
+/// URLs without their query strings (credentials).
+#[derive(Clone, PartialEq)]
 pub struct Face {
     pub status: Status,
     pub face_match_status: Status,
@@ -30,6 +31,25 @@ pub struct Face {
     pub source_image: Option<Url>,
     pub target_image: Option<Url>,
     pub video_url: Option<Url>,
+}
+
+impl std::fmt::Debug for Face {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Scheme, host, port and path: what may be shown of a presigned URL.
+        let shown = |url: &Option<Url>| {
+            url.as_ref().map(|url| format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.port().map_or(String::new(), |p| format!(":{p}"))) + url.path())
+        };
+        f.debug_struct("Face")
+            .field("status", &self.status)
+            .field("face_match_status", &self.face_match_status)
+            .field("liveness_status", &self.liveness_status)
+            .field("face_match_similarity", &self.face_match_similarity)
+            .field("liveness_confidence", &self.liveness_confidence)
+            .field("source_image", &shown(&self.source_image))
+            .field("target_image", &shown(&self.target_image))
+            .field("video_url", &shown(&self.video_url))
+            .finish()
+    }
 }
 
 /// A verdict word of the vendor's report.
@@ -380,6 +400,8 @@ mod tests {
         assert_eq!(event.face.liveness_confidence, 65.0);
         assert!(event.face.target_image.is_none());
         assert!(event.face.video_url.is_none());
+        let shown = format!("{event:?}");
+        assert!(shown.contains("https://media.example/s.jpg") && !shown.contains("X-Amz"), "{shown}");
     }
 
     #[test]
