@@ -219,6 +219,17 @@ pub struct Settings {
     pub log_format: String,
 }
 
+/// The secrets as clap parsed them are wiped when the settings are dropped (the copies
+/// made from them, and the process environment, are not).
+impl Drop for Settings {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.amqp_url.zeroize();
+        self.sse_c_key.zeroize();
+        self.provider_api_key.zeroize();
+    }
+}
+
 /// Written by hand so that no secret can reach a log through `{:?}`: the SSE-C key and
 /// the vendor API key show only whether they are set, the broker URL loses its user info.
 impl std::fmt::Debug for Settings {
