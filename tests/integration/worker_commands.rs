@@ -31,6 +31,15 @@ async fn topology_is_idempotent_and_refuses_a_changed_delivery_limit_with_the_fi
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("x-delivery-limit") && stderr.contains(&test.queue), "{stderr}");
     assert!(stderr.contains("already exists with other arguments"), "{stderr}");
+
+    // The worker gives up at once too: waiting would not change the queue.
+    let mut worker = test.command("worker");
+    worker.env("ARCHIVER_DELIVERY_LIMIT", "7");
+    let output = tokio::task::spawn_blocking(move || crate::support::run_with_timeout(worker, None, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists with other arguments"));
     test.clean_up().await;
 }
 

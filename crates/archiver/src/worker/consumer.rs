@@ -105,6 +105,8 @@ async fn open_with_backoff(config: &WorkerConfig, shutdown: &CancellationToken) 
         };
         let err = match attempt {
             Ok(session) => return Some(Ok(session)),
+            // A queue declared with other arguments will not change by waiting.
+            Err(err @ BrokerError::Inequivalent { .. }) => return Some(Err(err)),
             Err(err) => err,
         };
         let delay = delays.next().unwrap_or(Duration::from_secs(10));
