@@ -442,6 +442,8 @@ mod tests {
         let deep_in_event = GOOD.replacen("\"extra\": {\"ignored\": true}", &format!("\"extra\": {deep}"), 1);
         let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_EVENT_BYTES));
         let duplicate_session = GOOD.replacen("\"tenant\": \"acme\",", "\"tenant\": \"acme\", \"session_id\": \"x\",", 1);
+        // The same key spelt with an escape is the same key.
+        let duplicate_escaped = GOOD.replacen("\"tenant\": \"acme\",", "\"tenant\": \"acme\", \"session\\u005fid\": \"x\",", 1);
         let duplicate_nested = GOOD.replacen("\"status\": \"In Review\",", "\"status\": \"In Review\", \"status\": \"Approved\",", 1);
         let mut invalid_utf8 = GOOD.as_bytes().to_vec();
         let at = GOOD.find("acme").unwrap();
@@ -451,6 +453,7 @@ mod tests {
             (deep.clone().into_bytes(), "recursion limit exceeded"),
             (deep_in_event.into_bytes(), "recursion limit exceeded"),
             (duplicate_session.into_bytes(), "duplicate key \"session_id\""),
+            (duplicate_escaped.into_bytes(), "duplicate key \"session_id\""),
             (duplicate_nested.into_bytes(), "duplicate key \"status\""),
             (invalid_utf8, "invalid unicode code point"),
             (GOOD.replacen("95.43", "1e400", 1).into_bytes(), "number out of range"),
