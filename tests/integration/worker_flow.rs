@@ -67,6 +67,20 @@ async fn archives_events_and_publishes_a_result_for_each() {
         .find_map(|line| line.strip_prefix("archiver_events_total{outcome=\"archived\"} "))
         .unwrap_or_else(|| panic!("no archived count in /metrics:\n{metrics}"));
     assert_eq!(archived.trim(), "3");
+    // Each stage of each fetched media was timed, once per attempt (one each here): every
+    // case has a source and a target (the rejected one was fetched too), one has no video.
+    for stage in ["fetch", "validate", "store", "media"] {
+        let present = |kind: usize| cases.iter().filter(|(_, paths, _)| paths[kind].is_some()).count().to_string();
+        for (index, kind) in ["source", "target", "video"].into_iter().enumerate() {
+            let (stage_label, kind_label) = (format!("stage=\"{stage}\""), format!("kind=\"{kind}\""));
+            let count = metrics
+                .lines()
+                .filter(|line| line.starts_with("archiver_stage_duration_seconds_count{"))
+                .find(|line| line.contains(&stage_label) && line.contains(&kind_label))
+                .and_then(|line| line.rsplit(' ').next());
+            assert_eq!(count, Some(present(index).as_str()), "stage {stage} of {kind} in /metrics:\n{metrics}");
+        }
+    }
 
     let output = stop(worker, Duration::from_secs(30));
     assert_exit_0(&output);

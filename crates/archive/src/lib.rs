@@ -43,7 +43,7 @@ pub use fetch::{redacted, FetchError};
 pub use hosts::HostNotAllowed;
 pub use manifest::{Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, StoredMedia};
 pub use outcome::Disposition;
-pub use progress::ProgressObserver;
+pub use progress::{ProgressObserver, StageTimings};
 pub use store::StoreError;
 pub use vendor::{event_json, report_from_answer, wants_fresh_urls, VendorClient, VendorConfig, VendorError};
 

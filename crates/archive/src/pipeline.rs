@@ -4,7 +4,7 @@
 
 // Atomics rather than `Cell`: the archive future must be `Send` to run on the worker's tasks.
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use media::{MediaError, MediaKind, Validator};
@@ -159,24 +159,40 @@ impl Archiver {
     /// One attempt: download, validate and store as the bytes arrive. A failed attempt
     /// leaves nothing behind: a started multipart upload is aborted.
     async fn attempt(&self, slot: Slot, url: &Url, key: &str) -> Result<StoredMedia, AttemptError> {
+        // Where the attempt's time goes, for the per-stage metrics: the three stages are
+        // interleaved chunk by chunk, so each is the sum of its own slices.
+        let mut timings = crate::progress::StageTimings::default();
+        let started = Instant::now();
         let mut download = self.inner.fetcher.open(url).await?;
+        timings.fetch += started.elapsed();
         let store = &self.inner.store;
         let mut upload = store.upload(key.to_string(), slot.content_type, download.declared_length());
         let streamed = async {
             let mut validator = Validator::new(slot.kind, &self.inner.config.limits);
             let mut hasher = Sha256::new();
             let mut bytes = 0u64;
-            while let Some(chunk) = download.chunk().await? {
+            loop {
+                let waited = Instant::now();
+                let Some(chunk) = download.chunk().await? else { break };
+                timings.fetch += waited.elapsed();
+                let checked = Instant::now();
                 validator.feed(&chunk)?;
                 hasher.update(&chunk);
+                timings.validate += checked.elapsed();
                 bytes += chunk.len() as u64;
                 crate::progress::bytes(slot.kind, chunk.len() as u64);
+                let stored = Instant::now();
                 upload.write(chunk).await?;
+                timings.store += stored.elapsed();
             }
             let fetched_at = manifest_time(OffsetDateTime::now_utc());
+            let checked = Instant::now();
             let verdict = validator.finish()?;
             let sha256 = hex::encode(hasher.finalize());
+            timings.validate += checked.elapsed();
+            let stored = Instant::now();
             upload.finish(&sha256, bytes).await?;
+            timings.store += stored.elapsed();
             Ok::<_, AttemptError>(StoredMedia {
                 key: key.to_string(),
                 bytes,
@@ -192,6 +208,7 @@ impl Archiver {
         if streamed.is_err() {
             upload.abort().await;
         }
+        crate::progress::attempt_timings(slot.kind, &timings);
         streamed
     }
 }

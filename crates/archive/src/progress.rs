@@ -18,6 +18,20 @@ pub trait ProgressObserver: Send + Sync {
     fn bytes(&self, _kind: MediaKind, _bytes: u64) {}
     /// `kind` ended with `status` (`stored`, `absent`, `rejected`, `failed`).
     fn finished(&self, _kind: MediaKind, _status: &'static str) {}
+    /// An attempt at `kind` ended (stored or not); where its time went.
+    fn attempt_timings(&self, _kind: MediaKind, _timings: &StageTimings) {}
+}
+
+/// Where one attempt's time went. The stages interleave chunk by chunk (bytes flow from
+/// the response through the validator into the upload), so each is the sum of its slices.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    /// Waiting for the media host: the response headers and every body chunk.
+    pub fetch: std::time::Duration,
+    /// Validating and hashing the bytes.
+    pub validate: std::time::Duration,
+    /// Writing to S3: parts, completion, the encryption read-back.
+    pub store: std::time::Duration,
 }
 
 tokio::task_local! {
@@ -39,6 +53,10 @@ pub(crate) fn attempt_started(kind: MediaKind) {
 
 pub(crate) fn bytes(kind: MediaKind, bytes: u64) {
     with(|observer| observer.bytes(kind, bytes));
+}
+
+pub(crate) fn attempt_timings(kind: MediaKind, timings: &StageTimings) {
+    with(|observer| observer.attempt_timings(kind, timings));
 }
 
 pub(crate) fn finished(kind: MediaKind, status: &'static str) {

@@ -7,8 +7,6 @@ mod config;
 mod exit;
 mod logging;
 mod progress;
-// Not wired into `archiver worker` yet (serve, Readiness, EventMetrics): remove the allow then.
-#[allow(dead_code)]
 mod metrics;
 mod worker;
 

@@ -291,6 +291,12 @@ impl archive::ProgressObserver for EventMetrics {
         self.bytes[slot(kind)].fetch_add(bytes, Ordering::Relaxed);
     }
 
+    fn attempt_timings(&self, kind: MediaKind, timings: &archive::StageTimings) {
+        stage_finished(Stage::Fetch, kind, timings.fetch);
+        stage_finished(Stage::Validate, kind, timings.validate);
+        stage_finished(Stage::Store, kind, timings.store);
+    }
+
     fn finished(&self, kind: MediaKind, status: &'static str) {
         let slot = slot(kind);
         let status = match status {
