@@ -14,6 +14,7 @@ mod security_keys;
 mod security_leaks;
 mod security_ssrf;
 mod stack_smoke;
+mod validate_cli;
 mod worker_commands;
 mod worker_flow;
 mod worker_harness;
