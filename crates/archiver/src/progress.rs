@@ -50,6 +50,19 @@ impl Progress {
         self.line(&line);
     }
 
+    /// Whether live bars are drawn (stderr is a terminal).
+    pub fn is_live(&self) -> bool {
+        self.bars.is_some()
+    }
+
+    /// Prints a line on stdout without tearing the live bars on a shared terminal.
+    pub fn stdout_line(&self, text: &str) {
+        match &self.bars {
+            Some(bars) => bars.suspend(|| println!("{text}")),
+            None => println!("{text}"),
+        }
+    }
+
     pub fn summary(&self, text: &str) {
         self.line(text);
     }
@@ -118,17 +131,21 @@ impl ProgressObserver for SessionObserver {
         let mut media = self.media.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = media.remove(&kind);
         let (bytes, elapsed) = state.as_ref().map_or((0, Duration::ZERO), |state| (state.bytes, state.started.elapsed()));
-        match state.and_then(|state| state.bar) {
-            Some(bar) => bar.finish_with_message(status),
-            None => {
-                let rate = if elapsed.as_secs_f64() > 0.0 { bytes as f64 / elapsed.as_secs_f64() / 1e6 } else { 0.0 };
-                eprintln!(
-                    "{}: {} {status} ({bytes} bytes in {:.2} s, {rate:.1} MB/s)",
-                    self.session_id,
-                    label(kind),
-                    elapsed.as_secs_f64()
-                );
+        let rate = if elapsed.as_secs_f64() > 0.0 { bytes as f64 / elapsed.as_secs_f64() / 1e6 } else { 0.0 };
+        let line = format!(
+            "{}: {} {status} ({bytes} bytes in {:.2} s, {rate:.1} MB/s)",
+            self.session_id,
+            label(kind),
+            elapsed.as_secs_f64()
+        );
+        // The live bar gives way to a permanent line, the same one a pipe or a log gets.
+        match (state.and_then(|state| state.bar), &self.bars) {
+            (Some(bar), Some(bars)) => {
+                bar.finish_and_clear();
+                bars.remove(&bar);
+                let _ = bars.println(line);
             }
+            _ => eprintln!("{line}"),
         }
     }
 }

@@ -85,7 +85,11 @@ struct Context {
 }
 
 pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, CommandError> {
-    crate::logging::init(&settings.log_format)?;
+    let progress = Progress::new();
+    // Under live bars, informational logs would tear the display: only warnings and
+    // errors are shown there unless RUST_LOG asks for more.
+    let default_level = if progress.is_live() { "warn" } else { "info" };
+    crate::logging::init_with_default(&settings.log_format, default_level)?;
     let mut problems = Problems::default();
     check_options(&options, &mut problems);
     let vendor = vendor_config(settings, &mut problems);
@@ -99,7 +103,6 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
     let publisher = (options.enqueue || options.from_dlq).then(|| Publisher::new(&settings.amqp_url));
-    let progress = Progress::new();
     let mut context = Context { vendor, archiver, topology, amqp_url: settings.amqp_url.clone(), publisher, options, progress };
 
     let reports = if context.options.from_dlq {
@@ -359,7 +362,7 @@ fn session_of(body: &[u8]) -> Result<(String, String), String> {
 fn print_report(context: &Context, report: &SessionReport) {
     context.progress.session_finished(report);
     match serde_json::to_string(report) {
-        Ok(line) => println!("{line}"),
+        Ok(line) => context.progress.stdout_line(&line),
         Err(err) => tracing::error!(error = %err, "cannot encode a session report"),
     }
 }
