@@ -83,6 +83,11 @@ async fn refetch_archives_a_session_whose_first_urls_expired_and_then_leaves_it_
     assert_eq!(request.header("x-api-key"), Some(API_KEY));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("1 session(s): 1 archived"), "summary missing:\n{stderr}");
+    // Not a terminal: the progress display is one plain line per media as it ends.
+    for media in ["source_image", "target_image", "video"] {
+        let line = format!("{session}: {media} stored (");
+        assert!(stderr.lines().any(|text| text.starts_with(&line) && text.ends_with(" MB/s)")), "no {line:?} in:\n{stderr}");
+    }
 
     // Finished: a second refetch does not ask the vendor again and changes nothing.
     let asked = test.media.hits(&decision_path(&session));
