@@ -80,9 +80,12 @@ fn stdin_and_configured_limits_are_honoured() {
     assert_eq!(output.status.code(), Some(0), "{json}");
 }
 
+/// A `validate` run that must be refused: kind, file, settings, and what stderr must name.
+type UsageCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_usage_exits_2_with_one_line_that_says_what() {
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let cases: &[UsageCase] = &[
         ("source", "/nonexistent/portrait.jpg", &[], "cannot read /nonexistent/portrait.jpg"),
         ("source", "-", &[("ARCHIVER_SOURCE_MAX", "big")], "ARCHIVER_SOURCE_MAX"),
         ("video", "-", &[("ARCHIVER_VIDEO_MAX_SECS", "-3")], "ARCHIVER_VIDEO_MAX_SECS"),
