@@ -11,6 +11,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde_json::{json, Value};
 
+use crate::support::archive_kit::{event_json, Urls};
 use crate::support::{archiver, run, unique_name, Amqp, ArchiverEnv, Behaviour, MediaServer, Running, Stack};
 
 /// Small media, so that hundreds of events stay fast.
@@ -96,21 +97,9 @@ impl WorkerTest {
     /// (`None`: the vendor has no such media).
     pub fn event(&self, session_id: &str, paths: [Option<&str>; 3]) -> Value {
         let url = |path: Option<&str>| path.map(|path| self.media.url(path));
-        let event = json!({
-            "session_id": session_id,
-            "tenant": self.tenant,
-            "face": {
-                "status": "In Review",
-                "face_match_status": "Approved",
-                "liveness_status": "In Review",
-                "face_match_similarity": 95.43,
-                "liveness_confidence": 65.0,
-                "source_image": url(paths[0]),
-                "target_image": url(paths[1]),
-                "video_url": url(paths[2]),
-            }
-        });
-        event
+        let urls = Urls { source: url(paths[0]), target: url(paths[1]), video: url(paths[2]) };
+        // The same event as the archive tests' (with an unknown vendor field, which is ignored).
+        serde_json::from_slice(&event_json(session_id, &self.tenant, None, &urls)).expect("event JSON")
     }
 
     /// A valid event with the three good media.
