@@ -40,18 +40,15 @@ done
 	die "EVENTS (1..10000), BIG_EVENTS (..1000), CONCURRENCY (1..256) or ROUNDS (1..9) out of range"
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+export BENCH_RCLONE_SECS=$STEP_TIMEOUT
 unset HTTPS_PROXY HTTP_PROXY https_proxy http_proxy ALL_PROXY all_proxy
 
 mkdir -p "$WORK/media" "$WORK/nginx/tmp" "$WORK/logs"
 RUN=run-$(date +%Y%m%d-%H%M%S)
 
 # --- media, made once --------------------------------------------------------------------
-make_media() {
-	local out=$1
-	shift
-	[[ -s $out ]] || ffmpeg -v error -y "$@" "$out" || die "ffmpeg could not make $out"
-}
-noise() { echo "nullsrc=s=$1${2:+:r=$2},geq=random(1)*255:128:128"; }
 make_media "$WORK/media/source.jpg" -f lavfi -i "$(noise 480x640)" -frames:v 1 -q:v 8
 make_media "$WORK/media/target.jpg" -f lavfi -i "$(noise 1280x720)" -frames:v 1 -q:v 8
 make_media "$WORK/media/video-2mb.mp4" -f lavfi -i "$(noise 320x240 25)" -t 1 -c:v mpeg4 -q:v 2 -pix_fmt yuv420p
@@ -115,16 +112,6 @@ run_archiver() {
 	[[ $done == "$events" ]] || die "the $label run archived $done of $events events (see $WORK/logs/$label.err)"
 	echo "$(sed -n 's/.*"mb_per_s":\([0-9.]*\).*/\1/p' "$WORK/logs/$label.json")" \
 		"$(awk '/Maximum resident set size/ {print $6}' "$WORK/logs/$label.time")"
-}
-
-rclone_s3() {
-	# rclone cannot combine AWS_CA_BUNDLE with --ca-cert ("unsupported transport").
-	env -u AWS_CA_BUNDLE RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other \
-		RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
-		RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
-		RCLONE_CONFIG_GARAGE_ENDPOINT="$ARCHIVER_S3_ENDPOINT" \
-		RCLONE_CONFIG_GARAGE_REGION="$ARCHIVER_S3_REGION" RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE=true \
-		timeout "$STEP_TIMEOUT" rclone --config /dev/null --ca-cert "$ARCHIVER_S3_CA_FILE" --s3-no-check-bucket "$@"
 }
 
 # --- 1 and 2: the pipeline with 2 MB videos, and the ceiling: rclone copy from disk -----

@@ -31,15 +31,12 @@ die() { echo "bench: $*" >&2; exit 2; }
 ((EVENTS >= 1 && EVENTS <= 10000 && CONCURRENCY >= 1 && CONCURRENCY <= 256)) || die "EVENTS or CONCURRENCY out of range"
 # shellcheck disable=SC1091
 source "$STACK_DIR/env"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+export BENCH_RCLONE_SECS=$TIMEOUT
 unset HTTPS_PROXY HTTP_PROXY https_proxy http_proxy ALL_PROXY all_proxy
 
 mkdir -p "$WORK/media"
-noise() { echo "nullsrc=s=$1${2:+:r=$2},geq=random(1)*255:128:128"; }
-make_media() {
-	local out=$1
-	shift
-	[[ -s $out ]] || ffmpeg -v error -y "$@" "$out" || die "ffmpeg could not make $out"
-}
 make_media "$WORK/media/source.jpg" -f lavfi -i "$(noise 480x640)" -frames:v 1 -q:v 8
 make_media "$WORK/media/target.jpg" -f lavfi -i "$(noise 1280x720)" -frames:v 1 -q:v 8
 make_media "$WORK/media/video.mp4" -f lavfi -i "$(noise 320x240 25)" -t 1 -c:v mpeg4 -q:v 2 -pix_fmt yuv420p
@@ -82,18 +79,8 @@ kill -TERM "$worker_pid"
 wait "$worker_pid" || die "the worker did not exit 0 (log: $WORK/worker.log)"
 worker_pid=""
 
-rclone_s3() {
-	# rclone cannot combine AWS_CA_BUNDLE with --ca-cert; the stack's CA signs both the S3
-	# front and the media server's certificate.
-	env -u AWS_CA_BUNDLE RCLONE_CONFIG_GARAGE_TYPE=s3 RCLONE_CONFIG_GARAGE_PROVIDER=Other \
-		RCLONE_CONFIG_GARAGE_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" \
-		RCLONE_CONFIG_GARAGE_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
-		RCLONE_CONFIG_GARAGE_ENDPOINT="$ARCHIVER_S3_ENDPOINT" \
-		RCLONE_CONFIG_GARAGE_REGION="$ARCHIVER_S3_REGION" RCLONE_CONFIG_GARAGE_FORCE_PATH_STYLE=true \
-		timeout "$TIMEOUT" rclone --config /dev/null --ca-cert "$ARCHIVER_S3_CA_FILE" --s3-no-check-bucket "$@"
-}
+# The rclone calls run in xargs' shells.
 export -f rclone_s3
-export TIMEOUT
 if command -v rclone >/dev/null; then
 	echo "== reference: rclone copyurl of the same $((EVENTS * 3)) URLs, 8 at a time, SSE-C"
 	start=$(date +%s.%N)
