@@ -46,13 +46,17 @@ pub enum StoreError {
     /// Writing to the local sink failed.
     #[error("cannot write the object out: {0}")]
     Sink(String),
+    /// The store refused to read an SSE-C object with the key given: the object was
+    /// written under another key (S3 answers AccessDenied, Garage InvalidRequest).
+    #[error("the store refused the SSE-C key ({code}: {message})")]
+    WrongKey { code: String, message: String },
 }
 
 impl StoreError {
-    /// Whether another attempt could succeed. Only a store that ignores the requested
-    /// encryption, and a misconfiguration, are final.
+    /// Whether another attempt could succeed. A store that ignores the requested
+    /// encryption, a refused SSE-C key and a misconfiguration are final.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, StoreError::EncryptionNotReported { .. } | StoreError::Config(_))
+        !matches!(self, StoreError::EncryptionNotReported { .. } | StoreError::Config(_) | StoreError::WrongKey { .. })
     }
 }
 
@@ -62,6 +66,11 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     StoreError::Request { operation, detail: DisplayErrorContext(&err).to_string() }
+}
+
+/// The codes a store answers a read whose SSE-C key is not the object's.
+fn is_key_refusal(code: Option<&str>) -> bool {
+    matches!(code, Some("AccessDenied" | "InvalidRequest" | "InvalidArgument"))
 }
 
 fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
@@ -256,6 +265,11 @@ impl Store {
         let output = match request.send().await {
             Ok(output) => output,
             Err(err) if is_not_found(&err) => return Err(StoreError::NotFound { key: key.to_string() }),
+            Err(err) if matches!(self.sse, Sse::CustomerKey(_)) && is_key_refusal(err.code()) => {
+                let code = err.code().unwrap_or_default().to_string();
+                let message = err.message().unwrap_or_default().to_string();
+                return Err(StoreError::WrongKey { code, message });
+            }
             Err(err) => return Err(request_error("GetObject", err)),
         };
         let mut body = output.body;
