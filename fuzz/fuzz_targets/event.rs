@@ -19,15 +19,32 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     for score in [parsed.face.face_match_similarity, parsed.face.liveness_confidence] {
         assert!((0.0..=100.0).contains(&score), "score {score}");
     }
-    for url in [&parsed.face.source_image, &parsed.face.target_image, &parsed.face.video_url].into_iter().flatten() {
+    for url in [
+        &parsed.face.source_image,
+        &parsed.face.target_image,
+        &parsed.face.video_url,
+    ]
+    .into_iter()
+    .flatten()
+    {
         assert_eq!(url.scheme(), "https");
         assert!(url.username().is_empty() && url.password().is_none());
         assert!(url.host_str().is_some_and(|host| !host.is_empty()));
     }
     // The expiry arithmetic saturates rather than overflowing on any accepted event.
-    let received = event::Received { amqp_timestamp: None, received_at: time::OffsetDateTime::now_utc() };
+    let received = event::Received {
+        amqp_timestamp: None,
+        received_at: time::OffsetDateTime::now_utc(),
+    };
     let expiry = event::event_expiry(&parsed, &received, std::time::Duration::from_secs(u64::MAX));
-    for url in [&parsed.face.source_image, &parsed.face.target_image, &parsed.face.video_url].into_iter().flatten() {
+    for url in [
+        &parsed.face.source_image,
+        &parsed.face.target_image,
+        &parsed.face.video_url,
+    ]
+    .into_iter()
+    .flatten()
+    {
         let _ = event::media_expiry(expiry, url);
     }
 });

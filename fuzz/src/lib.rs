@@ -18,5 +18,10 @@ pub fn check(kind: MediaKind, data: &[u8]) {
         }
     }
     let chunked = validator.finish();
-    assert_eq!(whole, chunked, "chunks of {} bytes disagree with the whole file", usize::from(seed) + 1);
+    assert_eq!(
+        whole,
+        chunked,
+        "chunks of {} bytes disagree with the whole file",
+        usize::from(seed) + 1
+    );
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::support::archive_kit::{archive_event, event_json, new_session_id, printed, serve_good_media, tenant_prefix, TestMedia, Urls};
+use crate::support::archive_kit::{
+    archive_event, event_json, new_session_id, printed, serve_good_media, tenant_prefix, TestMedia, Urls,
+};
 use crate::support::{unique_name, Behaviour, MediaServer, Stack, SECRET_QUERY_MARKER};
 
 /// What should become of the faulty source image.
@@ -54,89 +56,195 @@ fn cases() -> Vec<Case> {
         hits,
     };
     vec![
-        base("503 then success", Behaviour::Sequence(vec![Behaviour::Status(503), Behaviour::Ok(jpeg.clone())]), Expect::Stored { attempts: 2 }, 2),
+        base(
+            "503 then success",
+            Behaviour::Sequence(vec![Behaviour::Status(503), Behaviour::Ok(jpeg.clone())]),
+            Expect::Stored { attempts: 2 },
+            2,
+        ),
         base(
             "429 with Retry-After then success",
-            Behaviour::Sequence(vec![Behaviour::StatusWithRetryAfter(429, 1), Behaviour::Ok(jpeg.clone())]),
+            Behaviour::Sequence(vec![
+                Behaviour::StatusWithRetryAfter(429, 1),
+                Behaviour::Ok(jpeg.clone()),
+            ]),
             Expect::Stored { attempts: 2 },
             2,
         ),
         base(
             "reset mid-body then success",
-            Behaviour::Sequence(vec![Behaviour::ResetAfter { body: jpeg.clone(), after_bytes: 10_000 }, Behaviour::Ok(jpeg.clone())]),
+            Behaviour::Sequence(vec![
+                Behaviour::ResetAfter {
+                    body: jpeg.clone(),
+                    after_bytes: 10_000,
+                },
+                Behaviour::Ok(jpeg.clone()),
+            ]),
             Expect::Stored { attempts: 2 },
             2,
         ),
         base(
             "reset mid-body every time",
-            Behaviour::ResetAfter { body: jpeg.clone(), after_bytes: 10_000 },
-            Expect::NotFinished { reason: "source_image: connection to source broke" },
+            Behaviour::ResetAfter {
+                body: jpeg.clone(),
+                after_bytes: 10_000,
+            },
+            Expect::NotFinished {
+                reason: "source_image: connection to source broke",
+            },
             2,
         ),
         base(
             "trickle past the deadline",
-            Behaviour::Trickle { body: jpeg.clone(), bytes_per_sec: 2_000 },
-            Expect::NotFinished { reason: "source_image: download timed out" },
+            Behaviour::Trickle {
+                body: jpeg.clone(),
+                bytes_per_sec: 2_000,
+            },
+            Expect::NotFinished {
+                reason: "source_image: download timed out",
+            },
             2,
         ),
         base(
             "content-length claims more than is sent",
-            Behaviour::ContentLengthLie { body: jpeg.clone(), declared: len + 5_000 },
-            Expect::NotFinished { reason: "source_image: connection to source broke" },
+            Behaviour::ContentLengthLie {
+                body: jpeg.clone(),
+                declared: len + 5_000,
+            },
+            Expect::NotFinished {
+                reason: "source_image: connection to source broke",
+            },
             2,
         ),
         base(
             "content-length claims less than is sent",
-            Behaviour::ContentLengthLie { body: jpeg.clone(), declared: len - 5_000 },
-            Expect::Manifest { status: "rejected", reason: "truncated jpeg" },
+            Behaviour::ContentLengthLie {
+                body: jpeg.clone(),
+                declared: len - 5_000,
+            },
+            Expect::Manifest {
+                status: "rejected",
+                reason: "truncated jpeg",
+            },
             1,
         ),
         base(
             "content-length above the cap is refused before reading",
             Behaviour::Ok(Bytes::from(vec![0u8; 200_000])),
-            Expect::Manifest { status: "failed", reason: "media is larger than the cap of 150000 bytes" },
+            Expect::Manifest {
+                status: "failed",
+                reason: "media is larger than the cap of 150000 bytes",
+            },
             1,
         ),
         base(
             "no content-length, more bytes than the cap",
             Behaviour::NoContentLength(jpeg.iter().copied().cycle().take(200_000).collect::<Vec<u8>>().into()),
-            Expect::Manifest { status: "failed", reason: "media is larger than the cap of 150000 bytes" },
+            Expect::Manifest {
+                status: "failed",
+                reason: "media is larger than the cap of 150000 bytes",
+            },
             1,
         ),
-        base("403 (expired)", Behaviour::Status(403), Expect::Manifest { status: "failed", reason: "source answered 403" }, 1),
-        base("404", Behaviour::Status(404), Expect::Manifest { status: "failed", reason: "source answered 404" }, 1),
-        base("410", Behaviour::Status(410), Expect::Manifest { status: "failed", reason: "source answered 410" }, 1),
+        base(
+            "403 (expired)",
+            Behaviour::Status(403),
+            Expect::Manifest {
+                status: "failed",
+                reason: "source answered 403",
+            },
+            1,
+        ),
+        base(
+            "404",
+            Behaviour::Status(404),
+            Expect::Manifest {
+                status: "failed",
+                reason: "source answered 404",
+            },
+            1,
+        ),
+        base(
+            "410",
+            Behaviour::Status(410),
+            Expect::Manifest {
+                status: "failed",
+                reason: "source answered 410",
+            },
+            1,
+        ),
         Case {
             extra_routes: |_, jpeg| vec![("/moved/source.jpg", Behaviour::Ok(jpeg.clone()))],
-            ..base("redirect on the same host", Behaviour::Redirect("/moved/source.jpg".into()), Expect::Stored { attempts: 1 }, 1)
+            ..base(
+                "redirect on the same host",
+                Behaviour::Redirect("/moved/source.jpg".into()),
+                Expect::Stored { attempts: 1 },
+                1,
+            )
         },
         Case {
             source_url: Some(|server| server.url("/loop.jpg")),
             extra_routes: |_, _| vec![("/loop.jpg", Behaviour::Redirect("/loop.jpg".into()))],
-            ..base("redirect loop", Behaviour::Status(500), Expect::Manifest { status: "failed", reason: "more than 3 redirects" }, 0)
+            ..base(
+                "redirect loop",
+                Behaviour::Status(500),
+                Expect::Manifest {
+                    status: "failed",
+                    reason: "more than 3 redirects",
+                },
+                0,
+            )
         },
         Case {
             // 127.0.0.1 is the same server, but only localhost:PORT is allowed.
             source_url: Some(|server| server.url("/elsewhere.jpg")),
             extra_routes: |server, _| {
-                vec![("/elsewhere.jpg", Behaviour::Redirect(format!("https://127.0.0.1:{}/source.jpg", server.port())))]
+                vec![(
+                    "/elsewhere.jpg",
+                    Behaviour::Redirect(format!("https://127.0.0.1:{}/source.jpg", server.port())),
+                )]
             },
             ..base(
                 "redirect to a host not allowed",
                 Behaviour::Ok(jpeg.clone()),
-                Expect::Manifest { status: "failed", reason: "host not allowed: 127.0.0.1 resolves to 127.0.0.1, a loopback address" },
+                Expect::Manifest {
+                    status: "failed",
+                    reason: "host not allowed: 127.0.0.1 resolves to 127.0.0.1, a loopback address",
+                },
                 0,
             )
         },
         Case {
-            source_url: Some(|server| server.url_signed_at("/source.jpg", SystemTime::now() - Duration::from_secs(7200), 3600)),
-            ..base("url already expired by its own X-Amz-Date", Behaviour::Ok(jpeg.clone()), Expect::Manifest { status: "failed", reason: "url expired at" }, 0)
+            source_url: Some(|server| {
+                server.url_signed_at("/source.jpg", SystemTime::now() - Duration::from_secs(7200), 3600)
+            }),
+            ..base(
+                "url already expired by its own X-Amz-Date",
+                Behaviour::Ok(jpeg.clone()),
+                Expect::Manifest {
+                    status: "failed",
+                    reason: "url expired at",
+                },
+                0,
+            )
         },
         Case {
             source_url: Some(|server| server.url_with_query("/source.jpg", "")),
-            issued_at: Some(two_hours_ago.format(&time::format_description::well_known::Rfc3339).unwrap()),
+            issued_at: Some(
+                two_hours_ago
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            ),
             others_stored: false,
-            ..base("url already expired by issued_at", Behaviour::Ok(jpeg.clone()), Expect::Manifest { status: "failed", reason: "url expired at" }, 0)
+            ..base(
+                "url already expired by issued_at",
+                Behaviour::Ok(jpeg.clone()),
+                Expect::Manifest {
+                    status: "failed",
+                    reason: "url expired at",
+                },
+                0,
+            )
         },
     ]
 }
@@ -145,10 +253,22 @@ fn cases() -> Vec<Case> {
 fn faults_of_the_media_host() {
     // Cases run in parallel, each with its own server, tenant and archiver process.
     let failures: Vec<String> = std::thread::scope(|scope| {
-        let handles: Vec<_> = cases().into_iter().map(|case| scope.spawn(move || run_case(case))).collect();
-        handles.into_iter().filter_map(|handle| handle.join().err()).map(panic_text).collect()
+        let handles: Vec<_> = cases()
+            .into_iter()
+            .map(|case| scope.spawn(move || run_case(case)))
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|handle| handle.join().err())
+            .map(panic_text)
+            .collect()
     });
-    assert!(failures.is_empty(), "{} case(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -171,8 +291,13 @@ fn run_case(case: Case) {
     }
     let tenant = unique_name("fault");
     let session = new_session_id().to_ascii_lowercase();
-    let source = case.source_url.map_or_else(|| server.url("/source.jpg"), |make| make(&server));
-    let urls = Urls { source: Some(source), ..Urls::of(&server) };
+    let source = case
+        .source_url
+        .map_or_else(|| server.url("/source.jpg"), |make| make(&server));
+    let urls = Urls {
+        source: Some(source),
+        ..Urls::of(&server)
+    };
     let event = event_json(&session, &tenant, case.issued_at.as_deref(), &urls);
     let mut env = case.env.clone();
     env.push(("ARCHIVER_MAX_MEDIA_BYTES", "150000"));
@@ -181,12 +306,22 @@ fn run_case(case: Case) {
 
     let shown = format!("case {name:?}: {}", printed(&output));
     assert!(!shown.contains(SECRET_QUERY_MARKER), "a URL query leaked: {shown}");
-    assert_eq!(server.hits("/source.jpg"), case.hits, "requests to /source.jpg; {shown}");
+    assert_eq!(
+        server.hits("/source.jpg"),
+        case.hits,
+        "requests to /source.jpg; {shown}"
+    );
     let prefix = format!("{}{session}/", tenant_prefix(&tenant));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let s3 = Stack::load().s3();
     let keys = runtime.block_on(s3.list_keys(&prefix));
-    let names: Vec<&str> = keys.iter().map(|key| key.strip_prefix(&prefix).unwrap_or(key)).collect();
+    let names: Vec<&str> = keys
+        .iter()
+        .map(|key| key.strip_prefix(&prefix).unwrap_or(key))
+        .collect();
     match case.expect {
         Expect::Stored { attempts } => {
             assert_eq!(output.status.code(), Some(0), "{shown}");
@@ -194,8 +329,14 @@ fn run_case(case: Case) {
             let entry = &manifest["media"]["source_image"];
             assert_eq!(entry["status"], "stored", "{shown}");
             assert_eq!(entry["attempts"], attempts, "{shown}");
-            assert_eq!(names, ["manifest.json", "source.jpg", "target.jpg", "video.mp4"], "{shown}");
-            let stored = runtime.block_on(s3.get_object_sse_c(&format!("{prefix}source.jpg"))).unwrap();
+            assert_eq!(
+                names,
+                ["manifest.json", "source.jpg", "target.jpg", "video.mp4"],
+                "{shown}"
+            );
+            let stored = runtime
+                .block_on(s3.get_object_sse_c(&format!("{prefix}source.jpg")))
+                .unwrap();
             assert_eq!(stored, TestMedia::get().source.to_vec(), "{shown}");
         }
         Expect::Manifest { status, reason } => {
@@ -204,7 +345,11 @@ fn run_case(case: Case) {
             let entry = &manifest["media"]["source_image"];
             assert_eq!(entry["status"], status, "{shown}");
             assert!(entry["reason"].as_str().unwrap_or("").contains(reason), "{shown}");
-            let expected: &[&str] = if case.others_stored { &["manifest.json", "target.jpg", "video.mp4"] } else { &["manifest.json"] };
+            let expected: &[&str] = if case.others_stored {
+                &["manifest.json", "target.jpg", "video.mp4"]
+            } else {
+                &["manifest.json"]
+            };
             assert_eq!(names, expected, "{shown}");
         }
         Expect::NotFinished { reason } => {

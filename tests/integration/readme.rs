@@ -11,7 +11,12 @@ fn env_names_in_help(text: &str) -> BTreeSet<String> {
     // clap may wrap a long `[env: NAME=value]` after the colon.
     text.split("[env:")
         .skip(1)
-        .map(|rest| rest.trim_start().chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect())
+        .map(|rest| {
+            rest.trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
         .collect()
 }
 
@@ -25,7 +30,10 @@ fn the_readme_configuration_table_matches_the_cli() {
         assert_eq!(output.status.code(), Some(0), "archiver {command} --help");
         accepted.extend(env_names_in_help(&String::from_utf8_lossy(&output.stdout)));
     }
-    assert!(accepted.contains("ARCHIVER_S3_BUCKET"), "clap's help format changed: {accepted:?}");
+    assert!(
+        accepted.contains("ARCHIVER_S3_BUCKET"),
+        "clap's help format changed: {accepted:?}"
+    );
 
     let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
     let documented: BTreeSet<String> = readme
@@ -36,6 +44,12 @@ fn the_readme_configuration_table_matches_the_cli() {
 
     let undocumented: Vec<_> = accepted.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&accepted).collect();
-    assert!(undocumented.is_empty(), "settings missing from README.md's table: {undocumented:?}");
-    assert!(unknown.is_empty(), "README.md documents settings the CLI does not have: {unknown:?}");
+    assert!(
+        undocumented.is_empty(),
+        "settings missing from README.md's table: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "README.md documents settings the CLI does not have: {unknown:?}"
+    );
 }

@@ -29,14 +29,20 @@ async fn refetch(test: &WorkerTest, args: &[&str]) -> Output {
     let mut command = test.command("refetch");
     command
         .args(args)
-        .env("ARCHIVER_PROVIDER_API_URL", format!("https://localhost:{}", test.media.port()))
+        .env(
+            "ARCHIVER_PROVIDER_API_URL",
+            format!("https://localhost:{}", test.media.port()),
+        )
         .env("ARCHIVER_PROVIDER_API_KEY", API_KEY)
         .env("NO_COLOR", "1");
     let output = tokio::task::spawn_blocking(move || run_with_timeout(command, None, Duration::from_secs(120)))
         .await
         .unwrap();
     let text = printed(&output);
-    assert!(!text.contains(SECRET_QUERY_MARKER) && !text.contains(SECRET_SIGNATURE), "a URL query leaked:\n{text}");
+    assert!(
+        !text.contains(SECRET_QUERY_MARKER) && !text.contains(SECRET_SIGNATURE),
+        "a URL query leaked:\n{text}"
+    );
     assert!(!text.contains(API_KEY), "the vendor api key leaked:\n{text}");
     output
 }
@@ -45,7 +51,9 @@ async fn refetch(test: &WorkerTest, args: &[&str]) -> Output {
 fn session_lines(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{}", printed(output))))
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}\n{}", printed(output)))
+        })
         .collect()
 }
 
@@ -56,18 +64,29 @@ async fn refetch_archives_a_session_whose_first_urls_expired_and_then_leaves_it_
     // The vendor's first URLs were signed two hours ago for one hour: expired.
     let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
     let mut event = test.good_event(&session);
-    for (field, path) in [("source_image", "/source.jpg"), ("target_image", "/target.jpg"), ("video_url", "/video.mp4")] {
+    for (field, path) in [
+        ("source_image", "/source.jpg"),
+        ("target_image", "/target.jpg"),
+        ("video_url", "/video.mp4"),
+    ] {
         event["face"][field] = json!(test.media.url_signed_at(path, two_hours_ago, 3600));
     }
     let mut archive = test.command("archive");
     archive.arg("-");
     let body = serde_json::to_vec(&event).unwrap();
-    let first = tokio::task::spawn_blocking(move || run_with_timeout(archive, Some(&body), Duration::from_secs(60))).await.unwrap();
+    let first = tokio::task::spawn_blocking(move || run_with_timeout(archive, Some(&body), Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert_eq!(first.status.code(), Some(1), "{}", printed(&first));
-    assert_eq!(test.media.hits("/source.jpg"), 0, "no request is made for an expired URL");
+    assert_eq!(
+        test.media.hits("/source.jpg"),
+        0,
+        "no request is made for an expired URL"
+    );
     assert_eq!(test.manifest(&session).await["media"]["video"]["status"], "failed");
 
-    test.media.route(&decision_path(&session), vendor_answer(&test, &session));
+    test.media
+        .route(&decision_path(&session), vendor_answer(&test, &session));
     let output = refetch(&test, &["--tenant", &test.tenant, &session.to_ascii_uppercase()]).await;
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     let lines = session_lines(&output);
@@ -75,18 +94,34 @@ async fn refetch_archives_a_session_whose_first_urls_expired_and_then_leaves_it_
     assert_eq!(lines[0]["outcome"], "archived", "{}", lines[0]);
     assert_eq!(lines[0]["session_id"], session);
     assert_eq!(lines[0]["manifest_key"], test.key(&session, "manifest.json"));
-    assert_eq!(lines[0]["media"], json!({"source_image": "stored", "target_image": "stored", "video": "stored"}));
+    assert_eq!(
+        lines[0]["media"],
+        json!({"source_image": "stored", "target_image": "stored", "video": "stored"})
+    );
     test.assert_media_stored(&session).await;
     let manifest = test.manifest(&session).await;
     assert_eq!(manifest["media"]["video"]["status"], "stored");
-    let request = test.media.requests().into_iter().find(|request| request.path == decision_path(&session)).unwrap();
+    let request = test
+        .media
+        .requests()
+        .into_iter()
+        .find(|request| request.path == decision_path(&session))
+        .unwrap();
     assert_eq!(request.header("x-api-key"), Some(API_KEY));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("1 session(s): 1 archived"), "summary missing:\n{stderr}");
+    assert!(
+        stderr.contains("1 session(s): 1 archived"),
+        "summary missing:\n{stderr}"
+    );
     // Not a terminal: the progress display is one plain line per media as it ends.
     for media in ["source_image", "target_image", "video"] {
         let line = format!("{session}: {media} stored (");
-        assert!(stderr.lines().any(|text| text.starts_with(&line) && text.ends_with(" MB/s)")), "no {line:?} in:\n{stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|text| text.starts_with(&line) && text.ends_with(" MB/s)")),
+            "no {line:?} in:\n{stderr}"
+        );
     }
 
     // Finished: a second refetch does not ask the vendor again and changes nothing.
@@ -107,7 +142,8 @@ async fn refetch_archives_a_session_whose_first_urls_expired_and_then_leaves_it_
 async fn dry_run_shows_what_would_be_fetched_and_writes_nothing() {
     let test = WorkerTest::new("refetch-dry").await;
     let session = session_id(2);
-    test.media.route(&decision_path(&session), vendor_answer(&test, &session));
+    test.media
+        .route(&decision_path(&session), vendor_answer(&test, &session));
 
     let output = refetch(&test, &["--dry-run", "--tenant", &test.tenant, &session]).await;
 
@@ -136,14 +172,26 @@ async fn vendor_errors_are_reported_per_session_and_429_is_retried() {
     test.media.route(&decision_path(&missing), Behaviour::Status(404));
     test.media.route(
         &decision_path(&throttled),
-        Behaviour::Sequence(vec![Behaviour::StatusWithRetryAfter(429, 1), vendor_answer(&test, &throttled)]),
+        Behaviour::Sequence(vec![
+            Behaviour::StatusWithRetryAfter(429, 1),
+            vendor_answer(&test, &throttled),
+        ]),
     );
 
     let output = refetch(&test, &["--tenant", &test.tenant, &unauthorized, &missing, &throttled]).await;
 
-    assert_eq!(output.status.code(), Some(1), "a failed session makes exit 1: {}", printed(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a failed session makes exit 1: {}",
+        printed(&output)
+    );
     let lines = session_lines(&output);
-    let cases = [(&unauthorized, "failed", Some("401")), (&missing, "failed", Some("404")), (&throttled, "archived", None)];
+    let cases = [
+        (&unauthorized, "failed", Some("401")),
+        (&missing, "failed", Some("404")),
+        (&throttled, "archived", None),
+    ];
     assert_eq!(lines.len(), cases.len());
     for (line, (session, outcome, status)) in lines.iter().zip(cases) {
         assert_eq!(line["session_id"], *session);
@@ -153,7 +201,11 @@ async fn vendor_errors_are_reported_per_session_and_429_is_retried() {
             assert!(reason.contains(status) && reason.contains(session.as_str()), "{reason}");
         }
     }
-    assert_eq!(test.media.hits(&decision_path(&throttled)), 2, "429 is retried once it passes");
+    assert_eq!(
+        test.media.hits(&decision_path(&throttled)),
+        2,
+        "429 is retried once it passes"
+    );
     assert_eq!(test.media.hits(&decision_path(&unauthorized)), 1, "401 is not retried");
     test.assert_media_stored(&throttled).await;
     test.clean_up().await;
@@ -163,25 +215,37 @@ async fn vendor_errors_are_reported_per_session_and_429_is_retried() {
 async fn enqueue_lands_a_fresh_event_that_the_worker_archives() {
     let test = WorkerTest::new("refetch-enqueue").await;
     let session = session_id(6);
-    test.media.route(&decision_path(&session), vendor_answer(&test, &session));
+    test.media
+        .route(&decision_path(&session), vendor_answer(&test, &session));
 
     let output = refetch(&test, &["--enqueue", "--tenant", &test.tenant, &session]).await;
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     assert_eq!(session_lines(&output)[0]["outcome"], "enqueued");
-    assert_eq!(test.keys().await, Vec::<String>::new(), "--enqueue archives nothing itself");
+    assert_eq!(
+        test.keys().await,
+        Vec::<String>::new(),
+        "--enqueue archives nothing itself"
+    );
     assert_eq!(test.queue_depth().await, 1);
 
     let mut worker = test.start_worker(&[]);
     // The enqueued event carries no message id of the test's, so watch S3 for its manifest.
     let manifest_key = test.key(&session, "manifest.json");
     eventually("the enqueued session's manifest", Duration::from_secs(60), || async {
-        Stack::load().s3().list_keys(&manifest_key).await.contains(&manifest_key)
+        Stack::load()
+            .s3()
+            .list_keys(&manifest_key)
+            .await
+            .contains(&manifest_key)
     })
     .await;
     test.assert_media_stored(&session).await;
     assert_eq!(test.queue_depth().await, 0);
     worker.terminate();
-    assert!(worker.wait_timeout(Duration::from_secs(30)).is_some(), "the worker did not stop on SIGTERM");
+    assert!(
+        worker.wait_timeout(Duration::from_secs(30)).is_some(),
+        "the worker did not stop on SIGTERM"
+    );
     test.clean_up().await;
 }
 
@@ -189,12 +253,15 @@ async fn enqueue_lands_a_fresh_event_that_the_worker_archives() {
 async fn from_dlq_recovers_what_it_can_and_keeps_the_rest_with_a_reason() {
     let test = WorkerTest::new("refetch-dlq").await;
     let (recoverable, unknown) = (session_id(7), session_id(8));
-    test.media.route(&decision_path(&recoverable), vendor_answer(&test, &recoverable));
+    test.media
+        .route(&decision_path(&recoverable), vendor_answer(&test, &recoverable));
     test.media.route(&decision_path(&unknown), Behaviour::Status(404));
     let dlq = format!("{}.dlq", test.queue);
     for (session, path) in [(&recoverable, "/expired.jpg"), (&unknown, "/expired.jpg")] {
         let event = test.event(session, [Some(path), None, None]);
-        test.amqp.publish_event(&dlq, &serde_json::to_vec(&event).unwrap()).await;
+        test.amqp
+            .publish_event(&dlq, &serde_json::to_vec(&event).unwrap())
+            .await;
     }
     test.amqp.publish_event(&dlq, b"{not json").await;
     assert_eq!(test.dead_letter_depth().await, 3);
@@ -204,19 +271,34 @@ async fn from_dlq_recovers_what_it_can_and_keeps_the_rest_with_a_reason() {
     assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
     let outcomes: Vec<(String, String)> = session_lines(&output)
         .iter()
-        .map(|line| (line["session_id"].as_str().unwrap().to_string(), line["outcome"].as_str().unwrap().to_string()))
+        .map(|line| {
+            (
+                line["session_id"].as_str().unwrap().to_string(),
+                line["outcome"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         outcomes,
-        vec![(recoverable.clone(), "archived".into()), (unknown.clone(), "failed".into()), (String::new(), "failed".into())]
+        vec![
+            (recoverable.clone(), "archived".into()),
+            (unknown.clone(), "failed".into()),
+            (String::new(), "failed".into())
+        ]
     );
     test.assert_media_stored(&recoverable).await;
     let letters = test.dead_letters(2, Duration::from_secs(10)).await;
     assert_eq!(test.dead_letter_depth().await, 0);
     let reasons: Vec<&str> = letters.iter().map(|(_, _, reason)| reason.as_str()).collect();
-    assert!(reasons[0].starts_with("refetch failed") && reasons[0].contains("404"), "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("refetch failed") && reasons[0].contains("404"),
+        "{reasons:?}"
+    );
     assert!(reasons[1].contains("not JSON"), "{reasons:?}");
-    assert_eq!(Stack::load().s3().list_keys(&test.key(&unknown, "")).await, Vec::<String>::new());
+    assert_eq!(
+        Stack::load().s3().list_keys(&test.key(&unknown, "")).await,
+        Vec::<String>::new()
+    );
     test.clean_up().await;
 }
 
@@ -224,7 +306,8 @@ async fn from_dlq_recovers_what_it_can_and_keeps_the_rest_with_a_reason() {
 async fn the_worker_refreshes_expired_urls_through_the_vendor_api() {
     let test = WorkerTest::new("refetch-auto").await;
     let session = session_id(9);
-    test.media.route(&decision_path(&session), vendor_answer(&test, &session));
+    test.media
+        .route(&decision_path(&session), vendor_answer(&test, &session));
     let expired = SystemTime::now() - Duration::from_secs(7200);
     let mut event = test.good_event(&session);
     event["face"]["video_url"] = json!(test.media.url_signed_at("/video.mp4", expired, 3600));
@@ -238,7 +321,11 @@ async fn the_worker_refreshes_expired_urls_through_the_vendor_api() {
     let archived = test.archived_sessions(1, Duration::from_secs(60)).await;
     assert!(archived.contains(&session));
     test.assert_media_stored(&session).await;
-    assert_eq!(test.media.hits(&decision_path(&session)), 1, "asked the vendor exactly once");
+    assert_eq!(
+        test.media.hits(&decision_path(&session)),
+        1,
+        "asked the vendor exactly once"
+    );
     assert_eq!(test.dead_letter_depth().await, 0);
     worker.terminate();
     assert!(worker.wait_timeout(Duration::from_secs(30)).is_some());

@@ -8,7 +8,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::support::archive_kit::{archive_event, event_json, new_session_id, printed, serve_good_media, tenant_prefix, TestMedia, Urls};
+use crate::support::archive_kit::{
+    archive_event, event_json, new_session_id, printed, serve_good_media, tenant_prefix, TestMedia, Urls,
+};
 use crate::support::{archiver, run_with_timeout, unique_name, ArchiverEnv, MediaServer, Stack};
 
 /// A fresh 32-byte key: the SHA-256 of a unique name (a test key, not a secret).
@@ -37,7 +39,11 @@ fn objects_stay_readable_under_their_own_key_after_rotation() {
 
     // Before the rotation: key k1 (the stack's). After: k2, read from a file.
     let before = new_session_id().to_ascii_lowercase();
-    let output = archive_event(&server, &event_json(&before, &tenant, None, &Urls::of(&server)), &[("ARCHIVER_SSE_KEY_ID", "k1")]);
+    let output = archive_event(
+        &server,
+        &event_json(&before, &tenant, None, &Urls::of(&server)),
+        &[("ARCHIVER_SSE_KEY_ID", "k1")],
+    );
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     let after = new_session_id().to_ascii_lowercase();
     let mut command = archiver();
@@ -48,10 +54,18 @@ fn objects_stay_readable_under_their_own_key_after_rotation() {
         .env("ARCHIVER_SSE_KEY_ID", "k2")
         .source_ca(server.ca_file())
         .allowed_hosts(&server.authority());
-    let output = run_with_timeout(command, Some(&event_json(&after, &tenant, None, &Urls::of(&server))), Duration::from_secs(90));
+    let output = run_with_timeout(
+        command,
+        Some(&event_json(&after, &tenant, None, &Urls::of(&server))),
+        Duration::from_secs(90),
+    );
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     let manifest: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(manifest["encryption"], serde_json::json!({"mode": "sse-c", "key_id": "k2"}), "{manifest}");
+    assert_eq!(
+        manifest["encryption"],
+        serde_json::json!({"mode": "sse-c", "key_id": "k2"}),
+        "{manifest}"
+    );
 
     let source = TestMedia::get().source.to_vec();
     let old_object = format!("{}{before}/source.jpg", tenant_prefix(&tenant));
@@ -65,11 +79,23 @@ fn objects_stay_readable_under_their_own_key_after_rotation() {
         assert_eq!(bad.status.code(), Some(1), "{object} with the other key: {shown}");
         assert!(bad.stdout.is_empty(), "{shown}");
         let stderr = String::from_utf8_lossy(&bad.stderr).to_lowercase();
-        assert!(stderr.contains("the store refused the sse-c key") && stderr.contains("key_id"), "the refusal should say the key is wrong: {shown}");
-        assert!(stderr.lines().count() == 1 && stderr.len() < 600, "one short line expected: {shown}");
-        assert!(!stderr.contains(right.as_str()) && !stderr.contains(wrong.as_str()), "a key was printed: {shown}");
+        assert!(
+            stderr.contains("the store refused the sse-c key") && stderr.contains("key_id"),
+            "the refusal should say the key is wrong: {shown}"
+        );
+        assert!(
+            stderr.lines().count() == 1 && stderr.len() < 600,
+            "one short line expected: {shown}"
+        );
+        assert!(
+            !stderr.contains(right.as_str()) && !stderr.contains(wrong.as_str()),
+            "a key was printed: {shown}"
+        );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(Stack::load().s3().delete_prefix(&tenant_prefix(&tenant)));
 }
 
@@ -77,9 +103,18 @@ fn objects_stay_readable_under_their_own_key_after_rotation() {
 fn help_and_errors_show_no_secret() {
     let key = Stack::load().sse_c_key().to_string();
     let amqp = "amqp://someone:PASSWORD-IN-URL@127.0.0.1:5672/%2f";
-    for args in [&["worker", "--help"][..], &["archive", "--help"], &["get", "--help"], &["--help"]] {
+    for args in [
+        &["worker", "--help"][..],
+        &["archive", "--help"],
+        &["get", "--help"],
+        &["--help"],
+    ] {
         let mut command = archiver();
-        command.args(args).env("ARCHIVER_SSE_C_KEY", &key).env("ARCHIVER_AMQP_URL", amqp).env("ARCHIVER_PROVIDER_API_KEY", "API-KEY-SECRET");
+        command
+            .args(args)
+            .env("ARCHIVER_SSE_C_KEY", &key)
+            .env("ARCHIVER_AMQP_URL", amqp)
+            .env("ARCHIVER_PROVIDER_API_KEY", "API-KEY-SECRET");
         let output = run_with_timeout(command, None, Duration::from_secs(30));
         let shown = printed(&output);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {shown}");
@@ -89,16 +124,26 @@ fn help_and_errors_show_no_secret() {
     }
     // A configuration error next to a secret: the secret is not echoed back.
     let mut command = archiver();
-    command.args(["get", "some/key"]).env("ARCHIVER_SSE_C_KEY", &key).env("ARCHIVER_SSE", "nonsense").env("ARCHIVER_AMQP_URL", amqp);
+    command
+        .args(["get", "some/key"])
+        .env("ARCHIVER_SSE_C_KEY", &key)
+        .env("ARCHIVER_SSE", "nonsense")
+        .env("ARCHIVER_AMQP_URL", amqp);
     let output = run_with_timeout(command, None, Duration::from_secs(30));
     let shown = printed(&output);
     assert_eq!(output.status.code(), Some(2), "{shown}");
     assert!(!shown.contains(&key) && !shown.contains("PASSWORD-IN-URL"), "{shown}");
     // A key file that cannot be read is named, exit 2.
     let mut command = archiver();
-    command.args(["get", "some/key"]).env_remove("ARCHIVER_SSE_C_KEY").env("ARCHIVER_SSE_C_KEY_FILE", "/nonexistent/sse-c-key");
+    command
+        .args(["get", "some/key"])
+        .env_remove("ARCHIVER_SSE_C_KEY")
+        .env("ARCHIVER_SSE_C_KEY_FILE", "/nonexistent/sse-c-key");
     let output = run_with_timeout(command, None, Duration::from_secs(30));
     let shown = printed(&output);
     assert_eq!(output.status.code(), Some(2), "{shown}");
-    assert!(shown.contains("ARCHIVER_SSE_C_KEY_FILE: cannot read /nonexistent/sse-c-key"), "{shown}");
+    assert!(
+        shown.contains("ARCHIVER_SSE_C_KEY_FILE: cannot read /nonexistent/sse-c-key"),
+        "{shown}"
+    );
 }

@@ -18,9 +18,17 @@ use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerT
 /// The texts no output may contain.
 fn secrets() -> Vec<String> {
     let stack = Stack::load();
-    let mut secrets = vec![SECRET_QUERY_MARKER.to_string(), SECRET_SIGNATURE.to_string(), stack.sse_c_key().to_string()];
+    let mut secrets = vec![
+        SECRET_QUERY_MARKER.to_string(),
+        SECRET_SIGNATURE.to_string(),
+        stack.sse_c_key().to_string(),
+    ];
     // The broker URL's user info (`user:password@`), when it has one.
-    if let Some((userinfo, _)) = stack.amqp_url().split_once("://").and_then(|(_, rest)| rest.split_once('@')) {
+    if let Some((userinfo, _)) = stack
+        .amqp_url()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+    {
         secrets.push(format!("{userinfo}@"));
     }
     if let Some(secret) = stack.vars().get("AWS_SECRET_ACCESS_KEY") {
@@ -33,13 +41,24 @@ fn assert_no_secret(what: &str, text: &str) {
     for secret in secrets() {
         // The secret is not quoted in the message: the message itself would leak it.
         let at = text.find(&secret);
-        assert!(at.is_none(), "{what} holds a secret at byte {at:?} ({} chars of it)", secret.len());
+        assert!(
+            at.is_none(),
+            "{what} holds a secret at byte {at:?} ({} chars of it)",
+            secret.len()
+        );
     }
-    assert!(!text.contains("X-Amz-Credential") && !text.contains("X-Amz-Signature"), "{what} holds a URL query:\n{text}");
+    assert!(
+        !text.contains("X-Amz-Credential") && !text.contains("X-Amz-Signature"),
+        "{what} holds a URL query:\n{text}"
+    );
 }
 
 fn outputs(output: &Output) -> String {
-    format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 /// Routes for the failure paths: a 403, a reset every time, and a redirect to a loopback
@@ -48,8 +67,20 @@ fn serve_faults(server: &MediaServer) {
     let jpeg = crate::support::archive_kit::TestMedia::get().source.clone();
     server
         .route("/forbidden.jpg", Behaviour::Status(403))
-        .route("/reset.jpg", Behaviour::ResetAfter { body: jpeg, after_bytes: 1000 })
-        .route("/redirect.jpg", Behaviour::Redirect(format!("https://127.0.0.1:{}/source.jpg?{SECRET_QUERY_MARKER}=1", server.port())));
+        .route(
+            "/reset.jpg",
+            Behaviour::ResetAfter {
+                body: jpeg,
+                after_bytes: 1000,
+            },
+        )
+        .route(
+            "/redirect.jpg",
+            Behaviour::Redirect(format!(
+                "https://127.0.0.1:{}/source.jpg?{SECRET_QUERY_MARKER}=1",
+                server.port()
+            )),
+        );
 }
 
 #[test]
@@ -58,13 +89,24 @@ fn archive_prints_no_secret() {
     crate::support::archive_kit::serve_good_media(&server);
     serve_faults(&server);
     let tenant = crate::support::unique_name("leaks");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let s3 = Stack::load().s3();
     let env = [("ARCHIVER_LOG_FORMAT", "json"), ("RUST_LOG", "debug")];
     let mut searched = 0;
-    for (path, exit) in [("/source.jpg", 0), ("/forbidden.jpg", 1), ("/reset.jpg", 1), ("/redirect.jpg", 1)] {
+    for (path, exit) in [
+        ("/source.jpg", 0),
+        ("/forbidden.jpg", 1),
+        ("/reset.jpg", 1),
+        ("/redirect.jpg", 1),
+    ] {
         let session = new_session_id().to_ascii_lowercase();
-        let urls = Urls { source: Some(server.url(path)), ..Urls::of(&server) };
+        let urls = Urls {
+            source: Some(server.url(path)),
+            ..Urls::of(&server)
+        };
         let output = archive_event(&server, &event_json(&session, &tenant, None, &urls), &env);
         assert_eq!(output.status.code(), Some(exit), "{path}: {}", outputs(&output));
         assert!(!output.stderr.is_empty(), "{path}: debug logs expected on stderr");
@@ -79,7 +121,10 @@ fn archive_prints_no_secret() {
     // An invalid event that quotes a URL (exit 2 path).
     let mut bad = server.url("/source.jpg").replacen("https://", "http://", 1);
     bad.push_str("&more=1");
-    let urls = Urls { source: Some(bad), ..Urls::of(&server) };
+    let urls = Urls {
+        source: Some(bad),
+        ..Urls::of(&server)
+    };
     let output = archive_event(&server, &event_json(&new_session_id(), &tenant, None, &urls), &env);
     assert_eq!(output.status.code(), Some(2), "{}", outputs(&output));
     assert_no_secret("archive of an invalid event", &outputs(&output));
@@ -90,7 +135,11 @@ fn archive_prints_no_secret() {
 async fn the_worker_outputs_no_secret() {
     let test = WorkerTest::new("leaks").await;
     serve_faults(&test.media);
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     // The secrets come from files here, as from a mounted Kubernetes Secret.
     let dir = tempfile::tempdir().unwrap();
     let (key_file, amqp_file) = (dir.path().join("sse-c-key"), dir.path().join("amqp-url"));
@@ -109,10 +158,12 @@ async fn the_worker_outputs_no_secret() {
 
     let paths = ["/source.jpg", "/forbidden.jpg", "/reset.jpg", "/redirect.jpg"];
     for (n, path) in paths.iter().enumerate() {
-        test.publish(&test.event(&session_id(n), [Some(path), Some("/target.jpg"), Some("/video.mp4")])).await;
+        test.publish(&test.event(&session_id(n), [Some(path), Some("/target.jpg"), Some("/video.mp4")]))
+            .await;
     }
     let mut invalid = test.good_event(&session_id(9));
-    invalid["face"]["source_image"] = serde_json::json!(test.media.url("/source.jpg").replacen("https://", "http://", 1));
+    invalid["face"]["source_image"] =
+        serde_json::json!(test.media.url("/source.jpg").replacen("https://", "http://", 1));
     test.publish(&invalid).await;
 
     // The good event's media were stored with the key read from the file.
@@ -137,7 +188,11 @@ async fn the_worker_outputs_no_secret() {
         assert_no_secret("a result event", &result.to_string());
     }
     for n in 0..paths.len() {
-        if let Ok(manifest) = Stack::load().s3().get_object_sse_c(&test.key(&session_id(n), "manifest.json")).await {
+        if let Ok(manifest) = Stack::load()
+            .s3()
+            .get_object_sse_c(&test.key(&session_id(n), "manifest.json"))
+            .await
+        {
             assert_no_secret("a manifest", &String::from_utf8_lossy(&manifest));
         }
     }
@@ -147,14 +202,21 @@ async fn the_worker_outputs_no_secret() {
     let output = stop(worker, Duration::from_secs(30));
     assert_exit_0(&output);
     let logs = outputs(&output);
-    assert!(logs.contains("\"level\":\"DEBUG\""), "debug JSON logs expected:\n{logs}");
+    assert!(
+        logs.contains("\"level\":\"DEBUG\""),
+        "debug JSON logs expected:\n{logs}"
+    );
     assert_no_secret("the worker's logs", &logs);
     test.clean_up().await;
 }
 
 /// `/metrics` as text (the worker serves it while running).
 async fn fetch_metrics(port: u16) -> String {
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut last = String::new();
     for _ in 0..50 {

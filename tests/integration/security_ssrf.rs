@@ -16,8 +16,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::archive_kit::{event_json, new_session_id, printed, serve_good_media, tenant_prefix, TestMedia, Urls};
-use crate::support::{archiver, run_with_timeout, unique_name, ArchiverEnv, Behaviour, MediaServer, Stack, SECRET_QUERY_MARKER, SECRET_SIGNATURE};
+use crate::support::archive_kit::{
+    event_json, new_session_id, printed, serve_good_media, tenant_prefix, TestMedia, Urls,
+};
+use crate::support::{
+    archiver, run_with_timeout, unique_name, ArchiverEnv, Behaviour, MediaServer, Stack, SECRET_QUERY_MARKER,
+    SECRET_SIGNATURE,
+};
 
 /// A TCP listener on 127.0.0.1 (and on [::1] with the same port when the machine has
 /// IPv6 loopback) that accepts, counts and drops connections. Stops when dropped.
@@ -61,7 +66,13 @@ impl Trap {
                     })
                 })
                 .collect();
-            return Trap { port, has_v6, accepted, stop, threads };
+            return Trap {
+                port,
+                has_v6,
+                accepted,
+                stop,
+                threads,
+            };
         }
         panic!("no port free on both 127.0.0.1 and ::1");
     }
@@ -90,15 +101,26 @@ fn ipv6_loopback() -> bool {
 /// also resolves elsewhere is not used, so no test can reach past loopback.
 fn names_resolving_to_loopback() -> Vec<String> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    [hostname.trim(), "localhost.localdomain", "ip6-localhost", "ip6-loopback"]
-        .into_iter()
-        .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("localhost"))
-        .filter(|name| {
-            let addresses: Vec<_> = (*name, 443).to_socket_addrs().map(|found| found.collect()).unwrap_or_default();
-            !addresses.is_empty() && addresses.iter().all(|address: &std::net::SocketAddr| address.ip().is_loopback())
-        })
-        .map(str::to_string)
-        .collect()
+    [
+        hostname.trim(),
+        "localhost.localdomain",
+        "ip6-localhost",
+        "ip6-loopback",
+    ]
+    .into_iter()
+    .filter(|name| !name.is_empty() && !name.eq_ignore_ascii_case("localhost"))
+    .filter(|name| {
+        let addresses: Vec<_> = (*name, 443)
+            .to_socket_addrs()
+            .map(|found| found.collect())
+            .unwrap_or_default();
+        !addresses.is_empty()
+            && addresses
+                .iter()
+                .all(|address: &std::net::SocketAddr| address.ip().is_loopback())
+    })
+    .map(str::to_string)
+    .collect()
 }
 
 /// What should come of the case.
@@ -130,7 +152,14 @@ struct Case {
 
 fn refusal(name: &str, url: String, allowed: Option<&'static str>, reason: Vec<&str>) -> Case {
     let reason = reason.into_iter().map(str::to_string).collect();
-    Case { name: name.to_string(), url, allowed, routes: vec![], env: vec![], expect: Expect::Failed(reason) }
+    Case {
+        name: name.to_string(),
+        url,
+        allowed,
+        routes: vec![],
+        env: vec![],
+        expect: Expect::Failed(reason),
+    }
 }
 
 fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
@@ -138,68 +167,220 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
     let m = media.port();
     let elsewhere = Some("media.vendor.example");
     let mut cases = vec![
-        Case { expect: Expect::ReachesTrap, ..refusal("control: the trap allowed", format!("https://127.0.0.1:{t}/s.jpg"), Some("127.0.0.1"), vec![]) },
-        refusal("ipv4 loopback literal", format!("https://127.0.0.1:{t}/s.jpg"), None, vec!["host not allowed: 127.0.0.1", "a loopback address"]),
-        refusal("another loopback literal", format!("https://127.8.9.10:{t}/s.jpg"), None, vec!["host not allowed: 127.8.9.10", "a loopback address"]),
-        refusal("localhost, another host allowed", format!("https://localhost:{t}/s.jpg"), elsewhere, vec!["host not allowed: localhost resolves to", "a loopback address"]),
-        refusal("localhost, allowed on another port", format!("https://localhost:{t}/s.jpg"), None, vec![&format!("host not allowed: localhost:{t} is listed in ARCHIVER_ALLOWED_HOSTS only with other ports")]),
-        refusal("upper-case LOCALHOST", format!("https://LocalHost:{t}/s.jpg"), elsewhere, vec!["host not allowed: localhost", "loopback"]),
-        refusal("percent-encoded localhost", format!("https://%6cocalhost:{t}/s.jpg"), elsewhere, vec!["host not allowed: localhost", "loopback"]),
-        refusal("ipv4-mapped ipv6", format!("https://[::ffff:127.0.0.1]:{t}/s.jpg"), None, vec!["host not allowed: ::ffff:127.0.0.1", "a loopback address"]),
-        refusal("ipv4-compatible ipv6", format!("https://[::127.0.0.1]:{t}/s.jpg"), None, vec!["host not allowed: ::7f00:1", "a loopback address"]),
-        refusal("decimal 127.0.0.1", format!("https://2130706433:{t}/s.jpg"), None, vec!["host not allowed: 127.0.0.1", "a loopback address"]),
-        refusal("short 127.1", format!("https://127.1:{t}/s.jpg"), None, vec!["host not allowed: 127.0.0.1", "a loopback address"]),
-        refusal("hex 0x7f.1", format!("https://0x7f.1:{t}/s.jpg"), None, vec!["host not allowed: 127.0.0.1", "a loopback address"]),
-        refusal("octal 0177.0.0.1", format!("https://0177.0.0.1:{t}/s.jpg"), None, vec!["host not allowed: 127.0.0.1", "a loopback address"]),
+        Case {
+            expect: Expect::ReachesTrap,
+            ..refusal(
+                "control: the trap allowed",
+                format!("https://127.0.0.1:{t}/s.jpg"),
+                Some("127.0.0.1"),
+                vec![],
+            )
+        },
+        refusal(
+            "ipv4 loopback literal",
+            format!("https://127.0.0.1:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 127.0.0.1", "a loopback address"],
+        ),
+        refusal(
+            "another loopback literal",
+            format!("https://127.8.9.10:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 127.8.9.10", "a loopback address"],
+        ),
+        refusal(
+            "localhost, another host allowed",
+            format!("https://localhost:{t}/s.jpg"),
+            elsewhere,
+            vec!["host not allowed: localhost resolves to", "a loopback address"],
+        ),
+        refusal(
+            "localhost, allowed on another port",
+            format!("https://localhost:{t}/s.jpg"),
+            None,
+            vec![&format!(
+                "host not allowed: localhost:{t} is listed in ARCHIVER_ALLOWED_HOSTS only with other ports"
+            )],
+        ),
+        refusal(
+            "upper-case LOCALHOST",
+            format!("https://LocalHost:{t}/s.jpg"),
+            elsewhere,
+            vec!["host not allowed: localhost", "loopback"],
+        ),
+        refusal(
+            "percent-encoded localhost",
+            format!("https://%6cocalhost:{t}/s.jpg"),
+            elsewhere,
+            vec!["host not allowed: localhost", "loopback"],
+        ),
+        refusal(
+            "ipv4-mapped ipv6",
+            format!("https://[::ffff:127.0.0.1]:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: ::ffff:127.0.0.1", "a loopback address"],
+        ),
+        refusal(
+            "ipv4-compatible ipv6",
+            format!("https://[::127.0.0.1]:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: ::7f00:1", "a loopback address"],
+        ),
+        refusal(
+            "decimal 127.0.0.1",
+            format!("https://2130706433:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 127.0.0.1", "a loopback address"],
+        ),
+        refusal(
+            "short 127.1",
+            format!("https://127.1:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 127.0.0.1", "a loopback address"],
+        ),
+        refusal(
+            "hex 0x7f.1",
+            format!("https://0x7f.1:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 127.0.0.1", "a loopback address"],
+        ),
+        refusal(
+            "octal 0177.0.0.1",
+            format!("https://0177.0.0.1:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 127.0.0.1", "a loopback address"],
+        ),
         // Linux connects 0.0.0.0 to the local host: the trap would see it.
-        refusal("unspecified 0.0.0.0", format!("https://0.0.0.0:{t}/s.jpg"), None, vec!["host not allowed: 0.0.0.0", "unspecified"]),
+        refusal(
+            "unspecified 0.0.0.0",
+            format!("https://0.0.0.0:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: 0.0.0.0", "unspecified"],
+        ),
         Case {
             routes: vec![("/s.jpg", Behaviour::Redirect(format!("https://127.0.0.1:{t}/x.jpg")))],
-            ..refusal("allowed host redirects to a loopback trap", media.url_with_query("/s.jpg", ""), None, vec!["host not allowed: 127.0.0.1", "loopback"])
+            ..refusal(
+                "allowed host redirects to a loopback trap",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec!["host not allowed: 127.0.0.1", "loopback"],
+            )
         },
         Case {
             routes: vec![("/s.jpg", Behaviour::Redirect(format!("https://localhost:{t}/x.jpg")))],
-            ..refusal("allowed host redirects to its name on a trap port", media.url_with_query("/s.jpg", ""), None, vec!["host not allowed: localhost:", "only with other ports"])
+            ..refusal(
+                "allowed host redirects to its name on a trap port",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec!["host not allowed: localhost:", "only with other ports"],
+            )
         },
         Case {
-            routes: vec![("/s.jpg", Behaviour::Redirect(format!("https://[::ffff:7f00:1]:{t}/x.jpg")))],
-            ..refusal("allowed host redirects to a mapped ipv6 trap", media.url_with_query("/s.jpg", ""), None, vec!["host not allowed: ::ffff:127.0.0.1", "loopback"])
+            routes: vec![(
+                "/s.jpg",
+                Behaviour::Redirect(format!("https://[::ffff:7f00:1]:{t}/x.jpg")),
+            )],
+            ..refusal(
+                "allowed host redirects to a mapped ipv6 trap",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec!["host not allowed: ::ffff:127.0.0.1", "loopback"],
+            )
         },
         Case {
             routes: vec![("/s.jpg", Behaviour::Redirect(format!("http://localhost:{m}/s2.jpg")))],
-            ..refusal("allowed host redirects to plain http", media.url_with_query("/s.jpg", ""), None, vec!["url is not https (scheme http)"])
+            ..refusal(
+                "allowed host redirects to plain http",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec!["url is not https (scheme http)"],
+            )
         },
         Case {
-            routes: vec![("/s.jpg", Behaviour::Redirect(format!("https://user:pw@localhost:{m}/s2.jpg")))],
-            ..refusal("allowed host redirects to a url with user info", media.url_with_query("/s.jpg", ""), None, vec!["url carries user info"])
+            routes: vec![(
+                "/s.jpg",
+                Behaviour::Redirect(format!("https://user:pw@localhost:{m}/s2.jpg")),
+            )],
+            ..refusal(
+                "allowed host redirects to a url with user info",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec!["url carries user info"],
+            )
         },
         Case {
             expect: Expect::InvalidEvent("face.source_image: must be an https URL, got scheme http"),
-            ..refusal("http to an allowed host", format!("http://localhost:{m}/s.jpg"), None, vec![])
+            ..refusal(
+                "http to an allowed host",
+                format!("http://localhost:{m}/s.jpg"),
+                None,
+                vec![],
+            )
         },
         Case {
             expect: Expect::InvalidEvent("face.source_image: must be an https URL without user info"),
-            ..refusal("user info to an allowed host", format!("https://user:pw@localhost:{m}/s.jpg"), None, vec![])
+            ..refusal(
+                "user info to an allowed host",
+                format!("https://user:pw@localhost:{m}/s.jpg"),
+                None,
+                vec![],
+            )
         },
         Case {
             expect: Expect::InvalidEvent("face.source_image: must be an https URL"),
             ..refusal("malformed host", format!("https://[127.0.0.1]:{t}/s.jpg"), None, vec![])
         },
         Case {
-            routes: vec![("/s.jpg", Behaviour::Trickle { body: TestMedia::get().source.clone(), bytes_per_sec: 1 })],
+            routes: vec![(
+                "/s.jpg",
+                Behaviour::Trickle {
+                    body: TestMedia::get().source.clone(),
+                    bytes_per_sec: 1,
+                },
+            )],
             // A long attempt deadline: the minimum transfer rate must end it, not the deadline.
             env: vec![("ARCHIVER_FETCH_TIMEOUT_SECS", "120")],
-            expect: Expect::NotFinished { reason: "source sends slower than the minimum transfer rate", within_secs: 60 },
-            ..refusal("a source sending 1 byte per second", media.url_with_query("/s.jpg", ""), None, vec![])
+            expect: Expect::NotFinished {
+                reason: "source sends slower than the minimum transfer rate",
+                within_secs: 60,
+            },
+            ..refusal(
+                "a source sending 1 byte per second",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec![],
+            )
         },
         Case {
-            routes: vec![("/s.jpg", Behaviour::Chunked(TestMedia::get().source.iter().copied().cycle().take(200_000).collect::<Vec<u8>>().into()))],
+            routes: vec![(
+                "/s.jpg",
+                Behaviour::Chunked(
+                    TestMedia::get()
+                        .source
+                        .iter()
+                        .copied()
+                        .cycle()
+                        .take(200_000)
+                        .collect::<Vec<u8>>()
+                        .into(),
+                ),
+            )],
             env: vec![("ARCHIVER_MAX_MEDIA_BYTES", "150000")],
-            ..refusal("chunked body over the cap", media.url_with_query("/s.jpg", ""), None, vec!["media is larger than the cap of 150000 bytes"])
+            ..refusal(
+                "chunked body over the cap",
+                media.url_with_query("/s.jpg", ""),
+                None,
+                vec!["media is larger than the cap of 150000 bytes"],
+            )
         },
     ];
     if trap.has_v6 {
-        cases.push(refusal("ipv6 loopback", format!("https://[::1]:{t}/s.jpg"), None, vec!["host not allowed: ::1", "a loopback address"]));
+        cases.push(refusal(
+            "ipv6 loopback",
+            format!("https://[::1]:{t}/s.jpg"),
+            None,
+            vec!["host not allowed: ::1", "a loopback address"],
+        ));
     }
     for name in names_resolving_to_loopback() {
         cases.push(refusal(
@@ -226,10 +407,20 @@ fn no_request_reaches_a_host_that_is_not_allowed() {
         handles
             .into_iter()
             .filter_map(|handle| handle.join().err())
-            .map(|payload| payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "(panic)".into()))
+            .map(|payload| {
+                payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .unwrap_or_else(|| "(panic)".into())
+            })
             .collect()
     });
-    assert!(failures.is_empty(), "{} case(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }
 
 /// Runs case `index` with its own trap, media server and tenant.
@@ -243,8 +434,15 @@ fn run_case(index: usize) {
     }
     let tenant = unique_name("ssrf");
     let session = new_session_id().to_ascii_lowercase();
-    let source = format!("{}?X-Amz-Credential={SECRET_QUERY_MARKER}&X-Amz-Signature={SECRET_SIGNATURE}", case.url);
-    let urls = Urls { source: Some(source), target: None, video: None };
+    let source = format!(
+        "{}?X-Amz-Credential={SECRET_QUERY_MARKER}&X-Amz-Signature={SECRET_SIGNATURE}",
+        case.url
+    );
+    let urls = Urls {
+        source: Some(source),
+        target: None,
+        video: None,
+    };
     let event = event_json(&session, &tenant, None, &urls);
 
     let mut command = archiver();
@@ -265,12 +463,26 @@ fn run_case(index: usize) {
     if !matches!(case.expect, Expect::ReachesTrap) {
         assert_eq!(trap.connections(), 0, "the trap was connected to; {shown}");
     }
-    assert!(!shown.contains(SECRET_QUERY_MARKER) && !shown.contains(SECRET_SIGNATURE), "a URL query leaked; {shown}");
+    assert!(
+        !shown.contains(SECRET_QUERY_MARKER) && !shown.contains(SECRET_SIGNATURE),
+        "a URL query leaked; {shown}"
+    );
     // What reached the allowed host asks for no compressed body (no decompression bombs)
     // and carries no credentials of ours.
     for request in media.requests() {
-        for header in ["accept-encoding", "authorization", "proxy-authorization", "cookie", "referer"] {
-            assert_eq!(request.header(header), None, "{header} sent to {}; {shown}", request.path);
+        for header in [
+            "accept-encoding",
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "referer",
+        ] {
+            assert_eq!(
+                request.header(header),
+                None,
+                "{header} sent to {}; {shown}",
+                request.path
+            );
         }
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -282,7 +494,10 @@ fn run_case(index: usize) {
             assert_eq!(entry["status"], "failed", "{shown}");
             let reason = entry["reason"].as_str().unwrap_or_default();
             for expected in &reasons {
-                assert!(reason.contains(expected.as_str()), "reason {reason:?} lacks {expected:?}; {shown}");
+                assert!(
+                    reason.contains(expected.as_str()),
+                    "reason {reason:?} lacks {expected:?}; {shown}"
+                );
             }
         }
         Expect::InvalidEvent(reason) => {
@@ -302,10 +517,16 @@ fn run_case(index: usize) {
             assert!(took < Duration::from_secs(within_secs), "took {took:?}; {shown}");
         }
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let s3 = Stack::load().s3();
     let prefix = format!("{}{session}/", tenant_prefix(&tenant));
     let keys = runtime.block_on(s3.list_keys(&prefix));
-    assert!(keys.iter().all(|key| key.ends_with("manifest.json")), "only a manifest may be stored: {keys:?}; {shown}");
+    assert!(
+        keys.iter().all(|key| key.ends_with("manifest.json")),
+        "only a manifest may be stored: {keys:?}; {shown}"
+    );
     runtime.block_on(s3.delete_prefix(&prefix));
 }

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use crate::support::media_server::EXPIRED_BODY;
-use crate::support::{
-    unique_name, Amqp, Behaviour, MediaServer, Stack, TestCa, SECRET_QUERY_MARKER,
-};
+use crate::support::{unique_name, Amqp, Behaviour, MediaServer, Stack, TestCa, SECRET_QUERY_MARKER};
 
 #[tokio::test]
 async fn s3_sse_c_round_trip_through_tls_and_refuses_reads_without_the_key() {
@@ -18,24 +16,14 @@ async fn s3_sse_c_round_trip_through_tls_and_refuses_reads_without_the_key() {
     let key = format!("{prefix}object.bin");
     let body: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
 
-    s3.put_object_sse_c(&key, body.clone())
-        .await
-        .expect("put with SSE-C");
+    s3.put_object_sse_c(&key, body.clone()).await.expect("put with SSE-C");
 
-    assert_eq!(
-        s3.get_object_sse_c(&key).await.expect("get with the key"),
-        body
-    );
+    assert_eq!(s3.get_object_sse_c(&key).await.expect("get with the key"), body);
     let refused = s3
         .get_object_plain(&key)
         .await
         .expect_err("a GET without the key must fail");
-    assert_eq!(
-        refused.status,
-        Some(400),
-        "GET without the key: {}",
-        refused.message
-    );
+    assert_eq!(refused.status, Some(400), "GET without the key: {}", refused.message);
     let head = s3.head_object_sse_c(&key).await.expect("head with the key");
     assert_eq!(head.sse_customer_algorithm(), Some("AES256"));
     assert_eq!(head.content_length(), Some(body.len() as i64));
@@ -210,30 +198,20 @@ async fn media_server_behaves_as_scripted() {
                 Expect::Header(want_status, header, value) => {
                     assert_eq!(status, *want_status, "{name} #{index}: status");
                     assert_eq!(
-                        response
-                            .headers()
-                            .get(*header)
-                            .and_then(|v| v.to_str().ok()),
+                        response.headers().get(*header).and_then(|v| v.to_str().ok()),
                         Some(*value),
                         "{name} #{index}: header {header}"
                     );
                 }
                 Expect::BodyFails => {
                     assert_eq!(status, 200, "{name} #{index}: status");
-                    assert!(
-                        response.bytes().await.is_err(),
-                        "{name} #{index}: the body should fail"
-                    );
+                    assert!(response.bytes().await.is_err(), "{name} #{index}: the body should fail");
                 }
             }
         }
         assert_eq!(server.hits(&path), expectations.len(), "{name}: hits");
     }
-    let unknown = client
-        .get(server.url("/unknown"))
-        .send()
-        .await
-        .expect("request");
+    let unknown = client.get(server.url("/unknown")).send().await.expect("request");
     assert_eq!(unknown.status().as_u16(), 404);
 }
 
@@ -285,9 +263,7 @@ async fn media_server_trickles_at_the_rate_asked_and_serves_ranges() {
         Ok(response) => response.bytes().await.map(|_| ()),
         Err(error) => Err(error),
     };
-    assert!(outcome
-        .expect_err("a stalled body must time out")
-        .is_timeout());
+    assert!(outcome.expect_err("a stalled body must time out").is_timeout());
 }
 
 #[tokio::test]
@@ -318,11 +294,7 @@ async fn media_server_urls_look_presigned_and_requests_are_recorded() {
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].method, "GET");
     assert_eq!(requests[0].path, "/media.jpg");
-    assert!(requests[0]
-        .query
-        .as_deref()
-        .unwrap()
-        .contains(SECRET_QUERY_MARKER));
+    assert!(requests[0].query.as_deref().unwrap().contains(SECRET_QUERY_MARKER));
     assert_eq!(requests[0].header("X-Probe"), Some("1"));
     assert!(server.connections() >= 1);
 }
@@ -336,10 +308,7 @@ async fn a_server_from_an_untrusted_ca_is_refused_before_any_request() {
         .get(server.url("/media.jpg"))
         .send()
         .await;
-    assert!(
-        refused.is_err(),
-        "a certificate from another CA must be refused"
-    );
+    assert!(refused.is_err(), "a certificate from another CA must be refused");
     assert_eq!(server.hits("/media.jpg"), 0);
 
     // The server's own CA file makes it trusted.
@@ -361,10 +330,7 @@ fn commands_past_their_deadline_are_killed_and_reported() {
         run_with_timeout(sleeper, None, Duration::from_millis(300))
     }));
     let message = outcome.expect_err("a command past its deadline must fail the test");
-    let text = message
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let text = message.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(text.contains("did not finish within"), "{text}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -373,11 +339,7 @@ fn commands_past_their_deadline_are_killed_and_reported() {
     );
 
     // stdin reaches the command, and its output and exit code come back.
-    let output = run_with_timeout(
-        Command::new("cat"),
-        Some(b"evidence"),
-        Duration::from_secs(10),
-    );
+    let output = run_with_timeout(Command::new("cat"), Some(b"evidence"), Duration::from_secs(10));
     assert!(output.status.success());
     assert_eq!(output.stdout, b"evidence");
 

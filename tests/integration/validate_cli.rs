@@ -17,7 +17,9 @@ fn validate(kind: &str, file: &str, env: &[(&str, &str)], stdin: Option<&[u8]>) 
             command.env_remove(name);
         }
     }
-    command.args(["validate", "--kind", kind, file]).envs(env.iter().copied());
+    command
+        .args(["validate", "--kind", kind, file])
+        .envs(env.iter().copied());
     let output = run_with_timeout(command, stdin, Duration::from_secs(30));
     let json = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
     (output, json)
@@ -34,7 +36,10 @@ fn every_fixture_gets_its_verdict_figures_and_exit_code() {
         };
         let path = dir.join(file);
         let (output, json) = validate(kind, path.to_str().unwrap(), &[], None);
-        let context = format!("{file} as {kind}: {json} (stderr {})", String::from_utf8_lossy(&output.stderr));
+        let context = format!(
+            "{file} as {kind}: {json} (stderr {})",
+            String::from_utf8_lossy(&output.stderr)
+        );
         assert_eq!(json["kind"], kind, "{context}");
         match expect {
             "ok" => {
@@ -73,10 +78,18 @@ fn stdin_and_configured_limits_are_honoured() {
 
     let (output, json) = validate("video", "-", &[("ARCHIVER_VIDEO_MAX_SECS", "5")], Some(&video));
     assert_eq!(output.status.code(), Some(1), "{json}");
-    assert!(json["reason"].as_str().unwrap().contains("exceeds the maximum of 5 s"), "{json}");
+    assert!(
+        json["reason"].as_str().unwrap().contains("exceeds the maximum of 5 s"),
+        "{json}"
+    );
 
     let target = repo_root().join("fixtures/media/target-1280x719.jpg");
-    let (output, json) = validate("target", target.to_str().unwrap(), &[("ARCHIVER_TARGET_MIN_SHORT_SIDE", "700")], None);
+    let (output, json) = validate(
+        "target",
+        target.to_str().unwrap(),
+        &[("ARCHIVER_TARGET_MIN_SHORT_SIDE", "700")],
+        None,
+    );
     assert_eq!(output.status.code(), Some(0), "{json}");
 }
 
@@ -86,9 +99,19 @@ type UsageCase<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
 #[test]
 fn bad_usage_exits_2_with_one_line_that_says_what() {
     let cases: &[UsageCase] = &[
-        ("source", "/nonexistent/portrait.jpg", &[], "cannot read /nonexistent/portrait.jpg"),
+        (
+            "source",
+            "/nonexistent/portrait.jpg",
+            &[],
+            "cannot read /nonexistent/portrait.jpg",
+        ),
         ("source", "-", &[("ARCHIVER_SOURCE_MAX", "big")], "ARCHIVER_SOURCE_MAX"),
-        ("video", "-", &[("ARCHIVER_VIDEO_MAX_SECS", "-3")], "ARCHIVER_VIDEO_MAX_SECS"),
+        (
+            "video",
+            "-",
+            &[("ARCHIVER_VIDEO_MAX_SECS", "-3")],
+            "ARCHIVER_VIDEO_MAX_SECS",
+        ),
         ("portrait", "-", &[], "portrait"),
     ];
     for (kind, file, env, expected) in cases {

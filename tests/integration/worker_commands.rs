@@ -29,15 +29,19 @@ async fn topology_is_idempotent_and_refuses_a_changed_delivery_limit_with_the_fi
     let output = tokio::task::spawn_blocking(move || run(changed, None)).await.unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("x-delivery-limit") && stderr.contains(&test.queue), "{stderr}");
+    assert!(
+        stderr.contains("x-delivery-limit") && stderr.contains(&test.queue),
+        "{stderr}"
+    );
     assert!(stderr.contains("already exists with other arguments"), "{stderr}");
 
     // The worker gives up at once too: waiting would not change the queue.
     let mut worker = test.command("worker");
     worker.env("ARCHIVER_DELIVERY_LIMIT", "7");
-    let output = tokio::task::spawn_blocking(move || crate::support::run_with_timeout(worker, None, Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let output =
+        tokio::task::spawn_blocking(move || crate::support::run_with_timeout(worker, None, Duration::from_secs(30)))
+            .await
+            .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("already exists with other arguments"));
     test.clean_up().await;
@@ -57,7 +61,13 @@ fn bad_worker_settings_are_all_reported_at_once_with_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
-    for variable in ["ARCHIVER_QUEUE", "ARCHIVER_CONCURRENCY", "ARCHIVER_DELIVERY_LIMIT", "ARCHIVER_DRAIN_SECS", "ARCHIVER_METRICS_ADDR"] {
+    for variable in [
+        "ARCHIVER_QUEUE",
+        "ARCHIVER_CONCURRENCY",
+        "ARCHIVER_DELIVERY_LIMIT",
+        "ARCHIVER_DRAIN_SECS",
+        "ARCHIVER_METRICS_ADDR",
+    ] {
         assert!(stderr.contains(variable), "{variable} not named in: {stderr}");
     }
 }
@@ -68,12 +78,18 @@ fn an_unreachable_broker_fails_topology_with_exit_1_and_a_waiting_worker_still_s
     let unreachable = "amqp://guest:guest@127.0.0.1:1/%2f";
     let queue = unique_name("unreachable");
     let mut topology = archiver();
-    topology.arg("topology").env("ARCHIVER_QUEUE", &queue).env("ARCHIVER_AMQP_URL", unreachable);
+    topology
+        .arg("topology")
+        .env("ARCHIVER_QUEUE", &queue)
+        .env("ARCHIVER_AMQP_URL", unreachable);
     let output = run(topology, None);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("connect to the broker"), "{stderr}");
-    assert!(!stderr.contains("guest:guest"), "the broker password is never printed: {stderr}");
+    assert!(
+        !stderr.contains("guest:guest"),
+        "the broker password is never printed: {stderr}"
+    );
 
     let mut worker = archiver();
     worker
@@ -84,7 +100,10 @@ fn an_unreachable_broker_fails_topology_with_exit_1_and_a_waiting_worker_still_s
         .env("ARCHIVER_LOG_FORMAT", "json");
     let mut running = Running::spawn(worker, None);
     // It keeps retrying (with backoff) rather than exiting.
-    assert!(running.wait_timeout(Duration::from_secs(2)).is_none(), "the worker waits for the broker");
+    assert!(
+        running.wait_timeout(Duration::from_secs(2)).is_none(),
+        "the worker waits for the broker"
+    );
     let output = stop(running, Duration::from_secs(10));
     assert_exit_0(&output);
     assert!(String::from_utf8_lossy(&output.stderr).contains("broker unavailable"));

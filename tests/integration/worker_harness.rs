@@ -62,7 +62,11 @@ impl WorkerTest {
         let output = tokio::task::spawn_blocking(move || run(topology, None))
             .await
             .expect("archiver topology");
-        assert!(output.status.success(), "archiver topology failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "archiver topology failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         // The results queue expires on its own ten minutes after its last use.
         let mut arguments = FieldTable::default();
         arguments.insert("x-expires".into(), AMQPValue::LongInt(600_000));
@@ -97,19 +101,27 @@ impl WorkerTest {
     /// (`None`: the vendor has no such media).
     pub fn event(&self, session_id: &str, paths: [Option<&str>; 3]) -> Value {
         let url = |path: Option<&str>| path.map(|path| self.media.url(path));
-        let urls = Urls { source: url(paths[0]), target: url(paths[1]), video: url(paths[2]) };
+        let urls = Urls {
+            source: url(paths[0]),
+            target: url(paths[1]),
+            video: url(paths[2]),
+        };
         // The same event as the archive tests' (with an unknown vendor field, which is ignored).
         serde_json::from_slice(&event_json(session_id, &self.tenant, None, &urls)).expect("event JSON")
     }
 
     /// A valid event with the three good media.
     pub fn good_event(&self, session_id: &str) -> Value {
-        self.event(session_id, [Some("/source.jpg"), Some("/target.jpg"), Some("/video.mp4")])
+        self.event(
+            session_id,
+            [Some("/source.jpg"), Some("/target.jpg"), Some("/video.mp4")],
+        )
     }
 
     /// Publishes an event (persistent, confirmed); returns its message id.
     pub async fn publish(&self, event: &Value) -> String {
-        self.publish_bytes(&serde_json::to_vec(event).expect("encode event")).await
+        self.publish_bytes(&serde_json::to_vec(event).expect("encode event"))
+            .await
     }
 
     /// Publishes a body as `application/json`; returns its message id.
@@ -121,7 +133,9 @@ impl WorkerTest {
     /// Publishes with `properties` (a message id and persistence are added).
     pub async fn publish_with(&self, body: &[u8], properties: BasicProperties) -> String {
         let message_id = format!("{}-{}", self.queue, self.published.fetch_add(1, Ordering::Relaxed));
-        let properties = properties.with_message_id(message_id.as_str().into()).with_delivery_mode(2);
+        let properties = properties
+            .with_message_id(message_id.as_str().into())
+            .with_delivery_mode(2);
         self.amqp.publish("", &self.queue, body, properties).await;
         message_id
     }
@@ -134,9 +148,17 @@ impl WorkerTest {
         while results.len() < count {
             let left = deadline.saturating_duration_since(Instant::now());
             let Some(message) = self.amqp.get(&self.results, left).await else {
-                panic!("{} of {count} result events within {timeout:?}: {results:#?}", results.len());
+                panic!(
+                    "{} of {count} result events within {timeout:?}: {results:#?}",
+                    results.len()
+                );
             };
-            let correlation = message.delivery.properties.correlation_id().as_ref().map(|id| id.to_string());
+            let correlation = message
+                .delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.to_string());
             let Some(message_id) = correlation.filter(|id| id.starts_with(&format!("{}-", self.queue))) else {
                 continue;
             };
@@ -154,7 +176,11 @@ impl WorkerTest {
         let deadline = Instant::now() + timeout;
         let mut sessions = BTreeSet::new();
         while sessions.len() < count {
-            assert!(Instant::now() < deadline, "{} of {count} sessions archived within {timeout:?}", sessions.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {count} sessions archived within {timeout:?}",
+                sessions.len()
+            );
             let left = deadline.saturating_duration_since(Instant::now());
             for result in self.results(1, left).await {
                 assert_eq!(result["outcome"], "archived", "{result}");
@@ -172,11 +198,22 @@ impl WorkerTest {
             let left = deadline.saturating_duration_since(Instant::now());
             let dlq = format!("{}.dlq", self.queue);
             let Some(message) = self.amqp.get(&dlq, left).await else {
-                panic!("{} of {count} dead letters within {timeout:?}: {letters:?}", letters.len());
+                panic!(
+                    "{} of {count} dead letters within {timeout:?}: {letters:?}",
+                    letters.len()
+                );
             };
             let properties = &message.delivery.properties;
-            let message_id = properties.message_id().as_ref().map(|id| id.to_string()).unwrap_or_default();
-            let reason = match properties.headers().as_ref().and_then(|h| h.inner().get("x-archiver-reason")) {
+            let message_id = properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string())
+                .unwrap_or_default();
+            let reason = match properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-archiver-reason"))
+            {
                 Some(AMQPValue::LongString(reason)) => String::from_utf8_lossy(reason.as_bytes()).into_owned(),
                 other => panic!("dead letter {message_id} without a text x-archiver-reason: {other:?}"),
             };
@@ -192,7 +229,10 @@ impl WorkerTest {
 
     /// Messages ready in the dead-letter queue.
     pub async fn dead_letter_depth(&self) -> u32 {
-        self.amqp.message_count(&format!("{}.dlq", self.queue)).await.expect("the dead-letter queue exists")
+        self.amqp
+            .message_count(&format!("{}.dlq", self.queue))
+            .await
+            .expect("the dead-letter queue exists")
     }
 
     /// The S3 key of `name` in `session_id`'s folder.
@@ -219,14 +259,23 @@ impl WorkerTest {
     pub async fn assert_media_stored(&self, session_id: &str) {
         let s3 = Stack::load().s3();
         for (name, expected) in [("source.jpg", SOURCE), ("target.jpg", TARGET), ("video.mp4", VIDEO)] {
-            let stored = s3.get_object_sse_c(&self.key(session_id, name)).await.expect("stored object");
-            assert!(stored == expected, "{session_id}/{name}: stored bytes differ from the served ones");
+            let stored = s3
+                .get_object_sse_c(&self.key(session_id, name))
+                .await
+                .expect("stored object");
+            assert!(
+                stored == expected,
+                "{session_id}/{name}: stored bytes differ from the served ones"
+            );
         }
     }
 
     /// Removes what the test left in S3 and on the broker.
     pub async fn clean_up(&self) {
-        Stack::load().s3().delete_prefix(&format!("{PREFIX}{}/", self.tenant)).await;
+        Stack::load()
+            .s3()
+            .delete_prefix(&format!("{PREFIX}{}/", self.tenant))
+            .await;
         for queue in [self.queue.clone(), format!("{}.dlq", self.queue), self.results.clone()] {
             self.amqp.delete_queue(&queue).await;
         }
@@ -246,7 +295,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -258,7 +310,10 @@ pub fn stop(mut worker: Running, timeout: Duration) -> Output {
         Some(output) => output,
         None => {
             let output = worker.kill();
-            panic!("the worker did not stop within {timeout:?} of SIGTERM\n{}", String::from_utf8_lossy(&output.stderr));
+            panic!(
+                "the worker did not stop within {timeout:?} of SIGTERM\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
 }

@@ -32,7 +32,10 @@ impl PrivateBroker {
             .env("RABBITMQ_NODE_PORT", port.to_string())
             .env("RABBITMQ_DIST_PORT", dist_port.to_string())
             .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}")
+            .env(
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+                "-kernel inet_dist_use_interface {127,0,0,1}",
+            )
             .env("RABBITMQ_MNESIA_BASE", dir.path().join("mnesia"))
             .env("RABBITMQ_LOG_BASE", dir.path().join("log"))
             .env("RABBITMQ_PID_FILE", dir.path().join("pid"))
@@ -44,7 +47,10 @@ impl PrivateBroker {
         let broker = PrivateBroker { node, port, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(90);
         while !broker.ctl(&["await_startup", "--timeout", "15"]) {
-            assert!(Instant::now() < deadline, "the private broker did not start within 90 s");
+            assert!(
+                Instant::now() < deadline,
+                "the private broker did not start within 90 s"
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
         broker
@@ -74,15 +80,26 @@ impl Drop for PrivateBroker {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_is_archived_across_a_broker_restart() {
-    let broker = tokio::task::spawn_blocking(PrivateBroker::start).await.expect("private broker");
+    let broker = tokio::task::spawn_blocking(PrivateBroker::start)
+        .await
+        .expect("private broker");
     let mut test = WorkerTest::on_broker("worker-restart", &broker.url()).await;
     // Slow enough that the restart lands while events are in flight.
-    test.media.route("/video.mp4", Behaviour::Trickle { body: VIDEO.into(), bytes_per_sec: 150_000 });
+    test.media.route(
+        "/video.mp4",
+        Behaviour::Trickle {
+            body: VIDEO.into(),
+            bytes_per_sec: 150_000,
+        },
+    );
     let worker = test.start_worker(&[("ARCHIVER_CONCURRENCY", "4")]);
     let events = 16;
     for n in 0..events {
@@ -98,17 +115,25 @@ async fn every_event_is_archived_across_a_broker_restart() {
     let broker = restart.await.expect("restart");
     test.amqp = Amqp::connect_to(&broker.url()).await;
 
-    let after = test.archived_sessions(events - before.len(), Duration::from_secs(120)).await;
+    let after = test
+        .archived_sessions(events - before.len(), Duration::from_secs(120))
+        .await;
     let all: std::collections::BTreeSet<_> = before.union(&after).cloned().collect();
     assert_eq!(all.len(), events, "every event archived");
     for n in 0..events {
         test.assert_media_stored(&session_id(n)).await;
     }
-    eventually("an empty queue", Duration::from_secs(30), || async { test.queue_depth().await == 0 }).await;
+    eventually("an empty queue", Duration::from_secs(30), || async {
+        test.queue_depth().await == 0
+    })
+    .await;
     assert_eq!(test.dead_letter_depth().await, 0);
     let output = stop(worker, Duration::from_secs(30));
     assert_exit_0(&output);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("reconnecting"), "the worker saw the broker go");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("reconnecting"),
+        "the worker saw the broker go"
+    );
     test.clean_up().await;
     drop(broker);
 }
@@ -127,20 +152,38 @@ fn big_video() -> Vec<u8> {
 async fn a_worker_killed_mid_upload_loses_nothing() {
     let test = WorkerTest::new("worker-sigkill").await;
     let video = big_video();
-    test.media.route("/big.mp4", Behaviour::Trickle { body: video.clone().into(), bytes_per_sec: 3_000_000 });
+    test.media.route(
+        "/big.mp4",
+        Behaviour::Trickle {
+            body: video.clone().into(),
+            bytes_per_sec: 3_000_000,
+        },
+    );
     let session = session_id(7);
     let mut first = test.start_worker(&[]);
-    test.publish(&test.event(&session, [Some("/source.jpg"), Some("/target.jpg"), Some("/big.mp4")])).await;
+    test.publish(&test.event(&session, [Some("/source.jpg"), Some("/target.jpg"), Some("/big.mp4")]))
+        .await;
 
     let s3 = Stack::load().s3();
     let uploads = |s3: &crate::support::S3| {
-        let request = s3.client().list_multipart_uploads().bucket(s3.bucket()).prefix(test.key(&session, ""));
+        let request = s3
+            .client()
+            .list_multipart_uploads()
+            .bucket(s3.bucket())
+            .prefix(test.key(&session, ""));
         async move {
             let listed = request.send().await.expect("list multipart uploads");
-            listed.uploads().iter().filter_map(|u| u.upload_id().map(str::to_owned)).collect::<Vec<_>>()
+            listed
+                .uploads()
+                .iter()
+                .filter_map(|u| u.upload_id().map(str::to_owned))
+                .collect::<Vec<_>>()
         }
     };
-    eventually("a multipart upload under way", Duration::from_secs(60), || async { !uploads(&s3).await.is_empty() }).await;
+    eventually("a multipart upload under way", Duration::from_secs(60), || async {
+        !uploads(&s3).await.is_empty()
+    })
+    .await;
     let killed_upload = uploads(&s3).await;
     first.kill();
 
@@ -148,9 +191,15 @@ async fn a_worker_killed_mid_upload_loses_nothing() {
     let second = test.start_worker(&[]);
     let result = &test.results(1, Duration::from_secs(60)).await[0];
     assert_eq!(result["outcome"], "archived", "{result}");
-    let stored = s3.get_object_sse_c(&test.key(&session, "video.mp4")).await.expect("video stored");
+    let stored = s3
+        .get_object_sse_c(&test.key(&session, "video.mp4"))
+        .await
+        .expect("video stored");
     assert!(stored == video, "the stored video is the served one");
-    eventually("an empty queue", Duration::from_secs(30), || async { test.queue_depth().await == 0 }).await;
+    eventually("an empty queue", Duration::from_secs(30), || async {
+        test.queue_depth().await == 0
+    })
+    .await;
     assert_exit_0(&stop(second, Duration::from_secs(30)));
 
     // The second worker left no upload behind. What the killed one began may still be
@@ -158,7 +207,10 @@ async fn a_worker_killed_mid_upload_loses_nothing() {
     // (deploy/aws/lifecycle.json); Garage drops it when a newer version of the key
     // completes. Either way it is aborted here as the rule would, and nothing remains.
     let left = uploads(&s3).await;
-    assert!(left.iter().all(|id| killed_upload.contains(id)), "uploads left: {left:?}, killed: {killed_upload:?}");
+    assert!(
+        left.iter().all(|id| killed_upload.contains(id)),
+        "uploads left: {left:?}, killed: {killed_upload:?}"
+    );
     for upload_id in &left {
         s3.client()
             .abort_multipart_upload()
@@ -176,7 +228,9 @@ async fn a_worker_killed_mid_upload_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_archive_300_events_exactly_once() {
     let test = WorkerTest::new("worker-scale").await;
-    let workers: Vec<_> = (0..3).map(|_| test.start_worker(&[("ARCHIVER_CONCURRENCY", "8")])).collect();
+    let workers: Vec<_> = (0..3)
+        .map(|_| test.start_worker(&[("ARCHIVER_CONCURRENCY", "8")]))
+        .collect();
     let events = 300;
     for n in 0..events {
         test.publish(&test.good_event(&session_id(n))).await;
@@ -187,11 +241,16 @@ async fn three_workers_archive_300_events_exactly_once() {
     assert_eq!(sessions.len(), events);
 
     let mut expected: Vec<String> = (0..events)
-        .flat_map(|n| ["manifest.json", "source.jpg", "target.jpg", "video.mp4"].map(|name| test.key(&session_id(n), name)))
+        .flat_map(|n| {
+            ["manifest.json", "source.jpg", "target.jpg", "video.mp4"].map(|name| test.key(&session_id(n), name))
+        })
         .collect();
     expected.sort();
     assert_eq!(test.keys().await, expected, "each event's objects, once");
-    eventually("an empty queue", Duration::from_secs(30), || async { test.queue_depth().await == 0 }).await;
+    eventually("an empty queue", Duration::from_secs(30), || async {
+        test.queue_depth().await == 0
+    })
+    .await;
     assert_eq!(test.dead_letter_depth().await, 0);
     for worker in workers {
         let output = stop(worker, Duration::from_secs(30));

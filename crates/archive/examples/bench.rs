@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archive::{AllowedHost, ArchiveConfig, Archiver, Disposition, FetchConfig, MediaEntry, Received, Sse, SseCustomerKey, StoreConfig};
+use archive::{
+    AllowedHost, ArchiveConfig, Archiver, Disposition, FetchConfig, MediaEntry, Received, Sse, SseCustomerKey,
+    StoreConfig,
+};
 use futures::stream::{self, StreamExt};
 
 fn env(name: &str) -> Option<String> {
@@ -28,9 +31,12 @@ async fn main() {
     };
     let events: usize = events.parse().expect("EVENTS is a number");
     let concurrency: usize = concurrency.parse().expect("CONCURRENCY is a number");
-    let read_pem = |name: &str| env(name).map(|path| std::fs::read(&path).unwrap_or_else(|err| panic!("{name}: {err}")));
-    let allowed: Vec<AllowedHost> =
-        required("ARCHIVER_ALLOWED_HOSTS").split(',').map(|host| host.parse().expect("ARCHIVER_ALLOWED_HOSTS")).collect();
+    let read_pem =
+        |name: &str| env(name).map(|path| std::fs::read(&path).unwrap_or_else(|err| panic!("{name}: {err}")));
+    let allowed: Vec<AllowedHost> = required("ARCHIVER_ALLOWED_HOSTS")
+        .split(',')
+        .map(|host| host.parse().expect("ARCHIVER_ALLOWED_HOSTS"))
+        .collect();
     let mut fetch = FetchConfig::new(allowed, Duration::from_secs(3600), 104_857_600);
     fetch.extra_ca_pem = read_pem("ARCHIVER_SOURCE_CA_FILE").into_iter().collect();
     let config = ArchiveConfig {
@@ -41,7 +47,9 @@ async fn main() {
             region: env("ARCHIVER_S3_REGION"),
             path_style: env("ARCHIVER_S3_PATH_STYLE").as_deref() == Some("true"),
             extra_ca_pem: read_pem("ARCHIVER_S3_CA_FILE").into_iter().collect(),
-            sse: Sse::CustomerKey(SseCustomerKey::from_base64(&required("ARCHIVER_SSE_C_KEY")).expect("ARCHIVER_SSE_C_KEY")),
+            sse: Sse::CustomerKey(
+                SseCustomerKey::from_base64(&required("ARCHIVER_SSE_C_KEY")).expect("ARCHIVER_SSE_C_KEY"),
+            ),
             key_id: "k1".into(),
             part_size: env("BENCH_PART_SIZE").map_or(8 * 1024 * 1024, |size| size.parse().expect("BENCH_PART_SIZE")),
             operation_timeout: Duration::from_secs(120),
@@ -73,7 +81,13 @@ async fn main() {
                         .media
                         .entries()
                         .iter()
-                        .map(|(_, entry)| if let MediaEntry::Stored(stored) = entry { stored.bytes } else { 0 })
+                        .map(|(_, entry)| {
+                            if let MediaEntry::Stored(stored) = entry {
+                                stored.bytes
+                            } else {
+                                0
+                            }
+                        })
                         .sum()
                 });
                 if archived.disposition != Disposition::Done {

@@ -185,7 +185,10 @@ mod tests {
             let verdict = non_public_reason(ip);
             match expected {
                 None => assert_eq!(verdict, None, "{text} should be public"),
-                Some(word) => assert!(verdict.is_some_and(|reason| reason.contains(word)), "{text}: {verdict:?}, expected {word}"),
+                Some(word) => assert!(
+                    verdict.is_some_and(|reason| reason.contains(word)),
+                    "{text}: {verdict:?}, expected {word}"
+                ),
             }
             assert_eq!(is_public(ip), expected.is_none(), "{text}");
         }

@@ -169,10 +169,16 @@ impl SseCustomerKey {
                 .map_err(|_| "must be base64 of a 32-byte key (try `openssl rand -base64 32`)".to_string())?,
         );
         if key.len() != 32 {
-            return Err(format!("must be base64 of a 32-byte key, got {} bytes (try `openssl rand -base64 32`)", key.len()));
+            return Err(format!(
+                "must be base64 of a 32-byte key, got {} bytes (try `openssl rand -base64 32`)",
+                key.len()
+            ));
         }
         let md5 = md5::Md5::digest(key.as_slice());
-        Ok(SseCustomerKey { key_base64: engine.encode(key.as_slice()), md5_base64: engine.encode(md5) })
+        Ok(SseCustomerKey {
+            key_base64: engine.encode(key.as_slice()),
+            md5_base64: engine.encode(md5),
+        })
     }
 
     pub(crate) fn key_base64(&self) -> &str {
@@ -226,7 +232,9 @@ mod tests {
     fn sse_c_key_must_be_32_bytes_and_never_shows() {
         let key = SseCustomerKey::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
         assert!(!format!("{key:?}").contains("MDEy"));
-        assert!(SseCustomerKey::from_base64("c2hvcnQ=").unwrap_err().contains("got 5 bytes"));
+        assert!(SseCustomerKey::from_base64("c2hvcnQ=")
+            .unwrap_err()
+            .contains("got 5 bytes"));
         assert!(SseCustomerKey::from_base64("not base64!").is_err());
     }
 }

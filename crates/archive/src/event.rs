@@ -37,7 +37,14 @@ impl std::fmt::Debug for Face {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Scheme, host, port and path: what may be shown of a presigned URL.
         let shown = |url: &Option<Url>| {
-            url.as_ref().map(|url| format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or(""), url.port().map_or(String::new(), |p| format!(":{p}"))) + url.path())
+            url.as_ref().map(|url| {
+                format!(
+                    "{}://{}{}",
+                    url.scheme(),
+                    url.host_str().unwrap_or(""),
+                    url.port().map_or(String::new(), |p| format!(":{p}"))
+                ) + url.path()
+            })
         };
         f.debug_struct("Face")
             .field("status", &self.status)
@@ -84,7 +91,10 @@ pub struct Received {
 impl Received {
     /// Received now, without an AMQP timestamp (the `archive` command).
     pub fn now() -> Self {
-        Received { amqp_timestamp: None, received_at: OffsetDateTime::now_utc() }
+        Received {
+            amqp_timestamp: None,
+            received_at: OffsetDateTime::now_utc(),
+        }
     }
 }
 
@@ -112,13 +122,19 @@ pub enum EventError {
 }
 
 fn field_error(field: &'static str, problem: impl Into<String>) -> EventError {
-    EventError::Field { field, problem: problem.into() }
+    EventError::Field {
+        field,
+        problem: problem.into(),
+    }
 }
 
 /// Parses and checks one event body (CONTRACT.md section 1). Unknown fields are ignored.
 pub fn parse_event(body: &[u8]) -> Result<ReportEvent, EventError> {
     if body.len() > MAX_EVENT_BYTES {
-        return Err(EventError::TooLarge { size: body.len(), limit: MAX_EVENT_BYTES });
+        return Err(EventError::TooLarge {
+            size: body.len(),
+            limit: MAX_EVENT_BYTES,
+        });
     }
     let value: Value = serde_json::from_slice(body).map_err(|err| EventError::NotJson(err.to_string()))?;
     reject_duplicate_keys(body)?;
@@ -133,14 +149,29 @@ pub fn parse_event(body: &[u8]) -> Result<ReportEvent, EventError> {
             OffsetDateTime::parse(text, &Rfc3339)
                 .map_err(|_| field_error("issued_at", format!("must be an RFC 3339 time, got {}", quoted(text))))?,
         ),
-        Some(other) => return Err(field_error("issued_at", format!("must be an RFC 3339 time, got {}", describe(other)))),
+        Some(other) => {
+            return Err(field_error(
+                "issued_at",
+                format!("must be an RFC 3339 time, got {}", describe(other)),
+            ))
+        }
     };
     let face = match root.get("face") {
         Some(Value::Object(face)) => parse_face(face)?,
         None | Some(Value::Null) => return Err(field_error("face", "is required")),
-        Some(other) => return Err(field_error("face", format!("must be an object, got {}", describe(other)))),
+        Some(other) => {
+            return Err(field_error(
+                "face",
+                format!("must be an object, got {}", describe(other)),
+            ))
+        }
     };
-    Ok(ReportEvent { session_id, tenant, issued_at, face })
+    Ok(ReportEvent {
+        session_id,
+        tenant,
+        issued_at,
+        face,
+    })
 }
 
 /// Walks the body once more refusing any object that repeats a key: `serde_json::Value`
@@ -224,7 +255,10 @@ fn parse_session_id(root: &Map<String, Value>) -> Result<String, EventError> {
             .map(|id| id.hyphenated().to_string())
             .ok_or_else(|| field_error("session_id", format!("must be a UUID, got {}", quoted(text)))),
         None | Some(Value::Null) => Err(field_error("session_id", "is required")),
-        Some(other) => Err(field_error("session_id", format!("must be a UUID, got {}", describe(other)))),
+        Some(other) => Err(field_error(
+            "session_id",
+            format!("must be a UUID, got {}", describe(other)),
+        )),
     }
 }
 
@@ -234,7 +268,9 @@ pub fn is_valid_tenant(tenant: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 fn parse_tenant(root: &Map<String, Value>) -> Result<String, EventError> {
@@ -245,7 +281,10 @@ fn parse_tenant(root: &Map<String, Value>) -> Result<String, EventError> {
             "tenant",
             format!("must match [a-z0-9][a-z0-9-]{{0,62}}, got {}", quoted(text)),
         )),
-        Some(other) => Err(field_error("tenant", format!("must be a string, got {}", describe(other)))),
+        Some(other) => Err(field_error(
+            "tenant",
+            format!("must be a string, got {}", describe(other)),
+        )),
     }
 }
 
@@ -294,7 +333,10 @@ fn parse_media_url(face: &Map<String, Value>, name: &str, field: &'static str) -
         Some(Value::String(text)) => {
             let url = Url::parse(text).map_err(|err| field_error(field, format!("must be an https URL: {err}")))?;
             if url.scheme() != "https" {
-                return Err(field_error(field, format!("must be an https URL, got scheme {}", url.scheme())));
+                return Err(field_error(
+                    field,
+                    format!("must be an https URL, got scheme {}", url.scheme()),
+                ));
             }
             if url.host_str().is_none_or(str::is_empty) {
                 return Err(field_error(field, "must be an https URL with a host"));
@@ -305,7 +347,10 @@ fn parse_media_url(face: &Map<String, Value>, name: &str, field: &'static str) -
             }
             Ok(Some(url))
         }
-        Some(other) => Err(field_error(field, format!("must be an https URL or null, got {}", describe(other)))),
+        Some(other) => Err(field_error(
+            field,
+            format!("must be an https URL or null, got {}", describe(other)),
+        )),
     }
 }
 
@@ -334,7 +379,10 @@ fn quoted(text: &str) -> String {
 /// When the event's URLs expire by the event alone: `ttl` after `issued_at`, else after
 /// the AMQP timestamp, else after receipt (CONTRACT.md section 1).
 pub fn event_expiry(event: &ReportEvent, received: &Received, ttl: std::time::Duration) -> OffsetDateTime {
-    let start = event.issued_at.or(received.amqp_timestamp).unwrap_or(received.received_at);
+    let start = event
+        .issued_at
+        .or(received.amqp_timestamp)
+        .unwrap_or(received.received_at);
     start.saturating_add(Duration::try_from(ttl).unwrap_or(Duration::MAX))
 }
 
@@ -350,7 +398,10 @@ pub fn url_own_expiry(url: &Url) -> Option<OffsetDateTime> {
         } else if name.eq_ignore_ascii_case("X-Amz-Expires") {
             amz_expires = value.parse::<i64>().ok().filter(|secs| *secs >= 0);
         } else if name == "Expires" {
-            unix_expires = value.parse::<i64>().ok().and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
+            unix_expires = value
+                .parse::<i64>()
+                .ok()
+                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
         }
     }
     let presigned = match (amz_date, amz_expires) {
@@ -363,7 +414,9 @@ pub fn url_own_expiry(url: &Url) -> Option<OffsetDateTime> {
 /// `20261125T100000Z`, the basic ISO 8601 form SigV4 uses.
 fn parse_amz_date(text: &str) -> Option<OffsetDateTime> {
     let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    PrimitiveDateTime::parse(text, format).ok().map(PrimitiveDateTime::assume_utc)
+    PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(PrimitiveDateTime::assume_utc)
 }
 
 /// The expiry of one media URL: the earlier of the event's expiry and the URL's own.
@@ -401,7 +454,10 @@ mod tests {
         assert!(event.face.target_image.is_none());
         assert!(event.face.video_url.is_none());
         let shown = format!("{event:?}");
-        assert!(shown.contains("https://media.example/s.jpg") && !shown.contains("X-Amz"), "{shown}");
+        assert!(
+            shown.contains("https://media.example/s.jpg") && !shown.contains("X-Amz"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -413,18 +469,58 @@ mod tests {
     #[test]
     fn each_broken_rule_names_its_field() {
         let cases: &[(&str, &str, &str)] = &[
-            (r#""session_id": "11111111-2222-3333-4444-55555555AAAA""#, r#""session_id": "nope""#, "session_id: must be a UUID, got \"nope\""),
-            (r#""session_id": "11111111-2222-3333-4444-55555555AAAA","#, "", "session_id: is required"),
+            (
+                r#""session_id": "11111111-2222-3333-4444-55555555AAAA""#,
+                r#""session_id": "nope""#,
+                "session_id: must be a UUID, got \"nope\"",
+            ),
+            (
+                r#""session_id": "11111111-2222-3333-4444-55555555AAAA","#,
+                "",
+                "session_id: is required",
+            ),
             (r#""tenant": "acme""#, r#""tenant": "Acme""#, "tenant: must match"),
             (r#""tenant": "acme""#, r#""tenant": "-x""#, "tenant: must match"),
-            (r#""issued_at": "2026-11-25T10:00:00Z""#, r#""issued_at": "yesterday""#, "issued_at: must be an RFC 3339 time"),
-            (r#""status": "In Review""#, r#""status": "Maybe""#, "face.status: must be one of"),
-            (r#""face_match_status": "Approved""#, r#""face_match_status": 3"#, "face.face_match_status: must be one of"),
-            (r#""liveness_confidence": 65"#, r#""liveness_confidence": 140"#, "face.liveness_confidence: must be a number from 0 to 100, got 140"),
-            (r#""face_match_similarity": 95.43"#, r#""face_match_similarity": -1"#, "face.face_match_similarity: must be a number from 0 to 100, got -1"),
-            (r#""face_match_similarity": 95.43"#, r#""face_match_similarity": "95""#, "face.face_match_similarity: must be a number"),
-            (r#""target_image": null"#, r#""target_image": "http://media.example/t.jpg?secret=1""#, "face.target_image: must be an https URL, got scheme http"),
-            (r#""target_image": null"#, r#""target_image": 7"#, "face.target_image: must be an https URL or null"),
+            (
+                r#""issued_at": "2026-11-25T10:00:00Z""#,
+                r#""issued_at": "yesterday""#,
+                "issued_at: must be an RFC 3339 time",
+            ),
+            (
+                r#""status": "In Review""#,
+                r#""status": "Maybe""#,
+                "face.status: must be one of",
+            ),
+            (
+                r#""face_match_status": "Approved""#,
+                r#""face_match_status": 3"#,
+                "face.face_match_status: must be one of",
+            ),
+            (
+                r#""liveness_confidence": 65"#,
+                r#""liveness_confidence": 140"#,
+                "face.liveness_confidence: must be a number from 0 to 100, got 140",
+            ),
+            (
+                r#""face_match_similarity": 95.43"#,
+                r#""face_match_similarity": -1"#,
+                "face.face_match_similarity: must be a number from 0 to 100, got -1",
+            ),
+            (
+                r#""face_match_similarity": 95.43"#,
+                r#""face_match_similarity": "95""#,
+                "face.face_match_similarity: must be a number",
+            ),
+            (
+                r#""target_image": null"#,
+                r#""target_image": "http://media.example/t.jpg?secret=1""#,
+                "face.target_image: must be an https URL, got scheme http",
+            ),
+            (
+                r#""target_image": null"#,
+                r#""target_image": 7"#,
+                "face.target_image: must be an https URL or null",
+            ),
         ];
         for (from, to, expected) in cases {
             let body = GOOD.replace(from, to);
@@ -441,10 +537,22 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let deep_in_event = GOOD.replacen("\"extra\": {\"ignored\": true}", &format!("\"extra\": {deep}"), 1);
         let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(MAX_EVENT_BYTES));
-        let duplicate_session = GOOD.replacen("\"tenant\": \"acme\",", "\"tenant\": \"acme\", \"session_id\": \"x\",", 1);
+        let duplicate_session = GOOD.replacen(
+            "\"tenant\": \"acme\",",
+            "\"tenant\": \"acme\", \"session_id\": \"x\",",
+            1,
+        );
         // The same key spelt with an escape is the same key.
-        let duplicate_escaped = GOOD.replacen("\"tenant\": \"acme\",", "\"tenant\": \"acme\", \"session\\u005fid\": \"x\",", 1);
-        let duplicate_nested = GOOD.replacen("\"status\": \"In Review\",", "\"status\": \"In Review\", \"status\": \"Approved\",", 1);
+        let duplicate_escaped = GOOD.replacen(
+            "\"tenant\": \"acme\",",
+            "\"tenant\": \"acme\", \"session\\u005fid\": \"x\",",
+            1,
+        );
+        let duplicate_nested = GOOD.replacen(
+            "\"status\": \"In Review\",",
+            "\"status\": \"In Review\", \"status\": \"Approved\",",
+            1,
+        );
         let mut invalid_utf8 = GOOD.as_bytes().to_vec();
         let at = GOOD.find("acme").unwrap();
         invalid_utf8[at] = 0xff;
@@ -457,25 +565,63 @@ mod tests {
             (duplicate_nested.into_bytes(), "duplicate key \"status\""),
             (invalid_utf8, "invalid unicode code point"),
             (GOOD.replacen("95.43", "1e400", 1).into_bytes(), "number out of range"),
-            (GOOD.replacen("95.43", "100.0000001", 1).into_bytes(), "face.face_match_similarity: must be a number from 0 to 100"),
-            (GOOD.replacen("65", "18446744073709551616", 1).into_bytes(), "face.liveness_confidence: must be a number from 0 to 100"),
-            (GOOD.replacen("\"Approved\"", "\"APPROVED\"", 1).into_bytes(), "face.face_match_status: must be one of"),
-            (GOOD.replacen("\"In Review\"", "\"In\\u0000Review\"", 1).into_bytes(), "face.status: must be one of"),
-            (GOOD.replacen("\"acme\"", "[\"acme\"]", 1).into_bytes(), "tenant: must be a string, got an array"),
-            (GOOD.replacen("\"target_image\": null", "\"target_image\": {\"url\": 1}", 1).into_bytes(), "face.target_image: must be an https URL or null"),
             (
-                GOOD.replacen("https://media.example/s.jpg", "https://user:SECRETPW@media.example/s.jpg", 1).into_bytes(),
+                GOOD.replacen("95.43", "100.0000001", 1).into_bytes(),
+                "face.face_match_similarity: must be a number from 0 to 100",
+            ),
+            (
+                GOOD.replacen("65", "18446744073709551616", 1).into_bytes(),
+                "face.liveness_confidence: must be a number from 0 to 100",
+            ),
+            (
+                GOOD.replacen("\"Approved\"", "\"APPROVED\"", 1).into_bytes(),
+                "face.face_match_status: must be one of",
+            ),
+            (
+                GOOD.replacen("\"In Review\"", "\"In\\u0000Review\"", 1).into_bytes(),
+                "face.status: must be one of",
+            ),
+            (
+                GOOD.replacen("\"acme\"", "[\"acme\"]", 1).into_bytes(),
+                "tenant: must be a string, got an array",
+            ),
+            (
+                GOOD.replacen("\"target_image\": null", "\"target_image\": {\"url\": 1}", 1)
+                    .into_bytes(),
+                "face.target_image: must be an https URL or null",
+            ),
+            (
+                GOOD.replacen(
+                    "https://media.example/s.jpg",
+                    "https://user:SECRETPW@media.example/s.jpg",
+                    1,
+                )
+                .into_bytes(),
                 "face.source_image: must be an https URL without user info",
             ),
-            (GOOD.replacen("https://media.example/s.jpg", "https://[::1/s.jpg", 1).into_bytes(), "face.source_image: must be an https URL"),
-            (GOOD.replacen("https://media.example/s.jpg", "file:///etc/passwd", 1).into_bytes(), "face.source_image: must be an https URL, got scheme file"),
-            (b"\"a string\"".to_vec(), "event is not a JSON object: found \"a string\""),
+            (
+                GOOD.replacen("https://media.example/s.jpg", "https://[::1/s.jpg", 1)
+                    .into_bytes(),
+                "face.source_image: must be an https URL",
+            ),
+            (
+                GOOD.replacen("https://media.example/s.jpg", "file:///etc/passwd", 1)
+                    .into_bytes(),
+                "face.source_image: must be an https URL, got scheme file",
+            ),
+            (
+                b"\"a string\"".to_vec(),
+                "event is not a JSON object: found \"a string\"",
+            ),
             (b"{} trailing".to_vec(), "trailing characters"),
         ];
         for (body, expected) in cases {
             let err = parse_event(&body).expect_err(expected).to_string();
             assert!(err.contains(expected), "{err:?} should contain {expected:?}");
-            assert!(!err.contains("SECRETPW") && !err.contains("X-Amz"), "an error leaked a URL: {err}");
+            assert!(
+                !err.contains("SECRETPW") && !err.contains("X-Amz"),
+                "an error leaked a URL: {err}"
+            );
         }
     }
 
@@ -489,7 +635,10 @@ mod tests {
     #[test]
     fn the_earliest_expiry_wins() {
         let event = parse_event(GOOD.as_bytes()).unwrap();
-        let received = Received { amqp_timestamp: None, received_at: datetime!(2026-11-25 12:00:00 UTC) };
+        let received = Received {
+            amqp_timestamp: None,
+            received_at: datetime!(2026-11-25 12:00:00 UTC),
+        };
         let ttl = std::time::Duration::from_secs(3600);
         let expiry = event_expiry(&event, &received, ttl);
         assert_eq!(expiry, datetime!(2026-11-25 11:00:00 UTC));
@@ -498,12 +647,24 @@ mod tests {
 
         let mut no_issued = event.clone();
         no_issued.issued_at = None;
-        assert_eq!(event_expiry(&no_issued, &received, ttl), datetime!(2026-11-25 13:00:00 UTC));
-        let stamped = Received { amqp_timestamp: Some(datetime!(2026-11-25 09:00:00 UTC)), ..received };
-        assert_eq!(event_expiry(&no_issued, &stamped, ttl), datetime!(2026-11-25 10:00:00 UTC));
+        assert_eq!(
+            event_expiry(&no_issued, &received, ttl),
+            datetime!(2026-11-25 13:00:00 UTC)
+        );
+        let stamped = Received {
+            amqp_timestamp: Some(datetime!(2026-11-25 09:00:00 UTC)),
+            ..received
+        };
+        assert_eq!(
+            event_expiry(&no_issued, &stamped, ttl),
+            datetime!(2026-11-25 10:00:00 UTC)
+        );
 
         let unix = Url::parse("https://cdn.example/v.mp4?Expires=1795000000&Signature=x").unwrap();
-        assert_eq!(url_own_expiry(&unix), OffsetDateTime::from_unix_timestamp(1_795_000_000).ok());
+        assert_eq!(
+            url_own_expiry(&unix),
+            OffsetDateTime::from_unix_timestamp(1_795_000_000).ok()
+        );
         assert_eq!(url_own_expiry(&Url::parse("https://cdn.example/v.mp4").unwrap()), None);
     }
 }

@@ -94,7 +94,10 @@ pub struct Download {
 impl Fetcher {
     pub fn new(config: &FetchConfig) -> Result<Fetcher, String> {
         let policy = Arc::new(HostPolicy::new(config.allowed_hosts.clone()));
-        let resolver = CheckedResolver { policy: policy.clone(), timeout: config.connect_timeout };
+        let resolver = CheckedResolver {
+            policy: policy.clone(),
+            timeout: config.connect_timeout,
+        };
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .https_only(true)
@@ -108,14 +111,21 @@ impl Fetcher {
             .user_agent(concat!("archiver/", env!("CARGO_PKG_VERSION")));
         let mut extra = Vec::new();
         for pem in &config.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|err| format!("source CA is not PEM: {err}"))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|err| format!("source CA is not PEM: {err}"))?;
             extra.extend(certs);
         }
         if !extra.is_empty() {
             builder = builder.tls_certs_merge(extra);
         }
-        let client = builder.build().map_err(|err| format!("cannot build the media client: {err}"))?;
-        Ok(Fetcher { client, policy, config: Arc::new(config.clone()) })
+        let client = builder
+            .build()
+            .map_err(|err| format!("cannot build the media client: {err}"))?;
+        Ok(Fetcher {
+            client,
+            policy,
+            config: Arc::new(config.clone()),
+        })
     }
 
     /// Sends the request (following up to three checked redirects) and checks status and
@@ -146,15 +156,25 @@ impl Fetcher {
                 let location = response.headers().get(LOCATION).and_then(|value| value.to_str().ok());
                 let next = location.and_then(|location| url.join(location).ok());
                 let Some(next) = next else {
-                    return Err(FetchError::Redirect(format!("source answered {} without a usable location", status.as_u16())));
+                    return Err(FetchError::Redirect(format!(
+                        "source answered {} without a usable location",
+                        status.as_u16()
+                    )));
                 };
                 tracing::info!(from = %redacted(&url), to = %redacted(&next), "following redirect");
                 url = next;
                 continue;
             }
             if status != StatusCode::OK {
-                let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-                return Err(FetchError::Status { status: status.as_u16(), retry_after });
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                return Err(FetchError::Status {
+                    status: status.as_u16(),
+                    retry_after,
+                });
             }
             let declared = response
                 .headers()
@@ -202,7 +222,9 @@ impl Download {
             // worker until the attempt deadline; past the grace period, a slow average ends it.
             let elapsed = self.started.elapsed();
             if elapsed > self.rate_grace && (self.read as f64) < self.min_rate as f64 * elapsed.as_secs_f64() {
-                return Err(FetchError::Timeout("source sends slower than the minimum transfer rate"));
+                return Err(FetchError::Timeout(
+                    "source sends slower than the minimum transfer rate",
+                ));
             }
         }
         Ok(chunk)
@@ -274,10 +296,24 @@ mod tests {
         let transient = [408, 429, 500, 502, 503, 504];
         let permanent = [400, 401, 403, 404, 410, 418];
         for status in transient {
-            assert!(FetchError::Status { status, retry_after: None }.is_transient(), "{status}");
+            assert!(
+                FetchError::Status {
+                    status,
+                    retry_after: None
+                }
+                .is_transient(),
+                "{status}"
+            );
         }
         for status in permanent {
-            assert!(!FetchError::Status { status, retry_after: None }.is_transient(), "{status}");
+            assert!(
+                !FetchError::Status {
+                    status,
+                    retry_after: None
+                }
+                .is_transient(),
+                "{status}"
+            );
         }
         assert!(!FetchError::TooLarge { limit: 1 }.is_transient());
     }

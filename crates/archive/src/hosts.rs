@@ -35,7 +35,9 @@ impl HostPolicy {
     }
 
     fn listed(&self, host: &str, port: u16) -> bool {
-        self.allowed.iter().any(|entry| entry.host == host && entry.port.is_none_or(|p| p == port))
+        self.allowed
+            .iter()
+            .any(|entry| entry.host == host && entry.port.is_none_or(|p| p == port))
     }
 
     fn name_listed(&self, host: &str) -> bool {
@@ -44,7 +46,12 @@ impl HostPolicy {
 
     /// Checks one URL before a request to it (the first and every redirect hop).
     pub fn check_url(&self, url: &Url) -> Result<(), HostNotAllowed> {
-        let refuse = |host: &str, why: String| Err(HostNotAllowed { host: host.to_string(), why });
+        let refuse = |host: &str, why: String| {
+            Err(HostNotAllowed {
+                host: host.to_string(),
+                why,
+            })
+        };
         let Some(host) = url.host() else {
             return refuse("(none)", "has no host".to_string());
         };
@@ -86,7 +93,10 @@ fn check_addresses(host: &str, ips: &[IpAddr]) -> Result<(), HostNotAllowed> {
 }
 
 async fn lookup(name: &str, timeout: Duration) -> Result<Vec<SocketAddr>, HostNotAllowed> {
-    let failed = |why: String| HostNotAllowed { host: name.to_string(), why };
+    let failed = |why: String| HostNotAllowed {
+        host: name.to_string(),
+        why,
+    };
     let found = tokio::time::timeout(timeout, tokio::net::lookup_host((name, 0)))
         .await
         .map_err(|_| failed("did not resolve in time".to_string()))?
@@ -152,14 +162,25 @@ mod tests {
     #[tokio::test]
     async fn the_resolver_refuses_unlisted_loopback_names() {
         use reqwest::dns::Resolve;
-        let open = CheckedResolver { policy: Arc::new(HostPolicy::new(vec![])), timeout: Duration::from_secs(5) };
+        let open = CheckedResolver {
+            policy: Arc::new(HostPolicy::new(vec![])),
+            timeout: Duration::from_secs(5),
+        };
         let err = open.resolve("localhost".parse().unwrap()).await.err().unwrap();
-        assert!(err.to_string().contains("host not allowed: localhost resolves to"), "{err}");
+        assert!(
+            err.to_string().contains("host not allowed: localhost resolves to"),
+            "{err}"
+        );
         let listed = CheckedResolver {
             policy: Arc::new(HostPolicy::new(vec!["localhost:8443".parse().unwrap()])),
             timeout: Duration::from_secs(5),
         };
-        let addresses: Vec<_> = listed.resolve("localhost".parse().unwrap()).await.ok().unwrap().collect();
+        let addresses: Vec<_> = listed
+            .resolve("localhost".parse().unwrap())
+            .await
+            .ok()
+            .unwrap()
+            .collect();
         assert!(addresses.iter().all(|a| a.ip().is_loopback()) && !addresses.is_empty());
     }
 }

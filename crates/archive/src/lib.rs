@@ -37,7 +37,8 @@ use tracing::Instrument;
 pub use address::{is_public, non_public_reason};
 pub use config::{AllowedHost, ArchiveConfig, FetchConfig, Sse, SseCustomerKey, StoreConfig};
 pub use event::{
-    event_expiry, is_valid_tenant, media_expiry, parse_event, url_own_expiry, EventError, Face, Received, ReportEvent, Status,
+    event_expiry, is_valid_tenant, media_expiry, parse_event, url_own_expiry, EventError, Face, Received, ReportEvent,
+    Status,
 };
 pub use fetch::{redacted, FetchError};
 pub use hosts::HostNotAllowed;
@@ -92,7 +93,9 @@ impl Archiver {
     pub async fn new(config: ArchiveConfig) -> Result<Archiver, ArchiveError> {
         let fetcher = Fetcher::new(&config.fetch).map_err(ArchiveError::Fetch)?;
         let store = Store::new(&config.store).await?;
-        Ok(Archiver { inner: Arc::new(Inner { config, fetcher, store }) })
+        Ok(Archiver {
+            inner: Arc::new(Inner { config, fetcher, store }),
+        })
     }
 
     /// Archives one event: the three media concurrently, then the manifest. Never panics;
@@ -132,9 +135,17 @@ impl Archiver {
         let manifest_key = key("manifest.json");
         if let Disposition::Retry { reason } = &disposition {
             tracing::warn!(reason = %reason, "not finished; the event should be retried");
-            return Archived { manifest: None, manifest_key, disposition };
+            return Archived {
+                manifest: None,
+                manifest_key,
+                disposition,
+            };
         }
-        let urls_expire_at = [source_url, target_url, video_url].into_iter().map(expiry_of).min().unwrap_or(expiry);
+        let urls_expire_at = [source_url, target_url, video_url]
+            .into_iter()
+            .map(expiry_of)
+            .min()
+            .unwrap_or(expiry);
         let manifest = Manifest {
             schema: MANIFEST_SCHEMA,
             session_id: event.session_id.clone(),
@@ -148,24 +159,43 @@ impl Archiver {
                 face_match_similarity: face.face_match_similarity,
                 liveness_confidence: face.liveness_confidence,
             },
-            encryption: Encryption { mode: store.sse().mode().to_string(), key_id: store.key_id().to_string() },
-            media: MediaSet { source_image: source.entry, target_image: target.entry, video: video.entry },
+            encryption: Encryption {
+                mode: store.sse().mode().to_string(),
+                key_id: store.key_id().to_string(),
+            },
+            media: MediaSet {
+                source_image: source.entry,
+                target_image: target.entry,
+                video: video.entry,
+            },
         };
         let body = match serde_json::to_vec_pretty(&manifest) {
             Ok(body) => body,
             Err(err) => {
                 let reason = format!("cannot encode the manifest: {err}");
-                return Archived { manifest: None, manifest_key, disposition: Disposition::DeadLetter { reason } };
+                return Archived {
+                    manifest: None,
+                    manifest_key,
+                    disposition: Disposition::DeadLetter { reason },
+                };
             }
         };
         match store.put_small(&manifest_key, body.into(), "application/json").await {
             Ok(()) => {
                 tracing::info!(key = %manifest_key, disposition = ?disposition, "manifest written");
-                Archived { manifest: Some(manifest), manifest_key, disposition }
+                Archived {
+                    manifest: Some(manifest),
+                    manifest_key,
+                    disposition,
+                }
             }
             Err(err) => {
                 tracing::error!(key = %manifest_key, error = %err, "manifest not written");
-                Archived { manifest: None, manifest_key, disposition: Disposition::manifest_not_written(&disposition, &err) }
+                Archived {
+                    manifest: None,
+                    manifest_key,
+                    disposition: Disposition::manifest_not_written(&disposition, &err),
+                }
             }
         }
     }

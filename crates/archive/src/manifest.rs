@@ -50,7 +50,11 @@ pub struct MediaSet {
 impl MediaSet {
     /// The entries with their manifest names, in contract order.
     pub fn entries(&self) -> [(&'static str, &MediaEntry); 3] {
-        [("source_image", &self.source_image), ("target_image", &self.target_image), ("video", &self.video)]
+        [
+            ("source_image", &self.source_image),
+            ("target_image", &self.target_image),
+            ("video", &self.video),
+        ]
     }
 }
 
@@ -123,7 +127,10 @@ mod tests {
                 face_match_similarity: 95.43,
                 liveness_confidence: 65.0,
             },
-            encryption: Encryption { mode: "sse-c".into(), key_id: "k1".into() },
+            encryption: Encryption {
+                mode: "sse-c".into(),
+                key_id: "k1".into(),
+            },
             media: MediaSet {
                 source_image: MediaEntry::Stored(StoredMedia {
                     key: "face-reports/acme/x/source.jpg".into(),
@@ -135,7 +142,9 @@ mod tests {
                     fetched_at: datetime!(2026-11-25 10:00:02 UTC),
                     attempts: 1,
                 }),
-                target_image: MediaEntry::Rejected { reason: "short side 480 is below 720".into() },
+                target_image: MediaEntry::Rejected {
+                    reason: "short side 480 is below 720".into(),
+                },
                 video: MediaEntry::Absent,
             },
         };

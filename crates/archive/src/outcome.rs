@@ -22,7 +22,9 @@ pub enum Disposition {
 impl Disposition {
     /// An event that breaks CONTRACT.md section 1 is dead-lettered at once.
     pub fn invalid_event(err: &EventError) -> Disposition {
-        Disposition::DeadLetter { reason: format!("invalid event: {err}") }
+        Disposition::DeadLetter {
+            reason: format!("invalid event: {err}"),
+        }
     }
 
     /// A failure to write the manifest, after the media gave `media` (never `Retry`).
@@ -63,11 +65,15 @@ pub(crate) fn classify(media: &[(&str, &MediaOutcome)]) -> Disposition {
     };
     let permanent = failures(false);
     if !permanent.is_empty() {
-        return Disposition::DeadLetter { reason: permanent.join("; ") };
+        return Disposition::DeadLetter {
+            reason: permanent.join("; "),
+        };
     }
     let transient = failures(true);
     if !transient.is_empty() {
-        return Disposition::Retry { reason: transient.join("; ") };
+        return Disposition::Retry {
+            reason: transient.join("; "),
+        };
     }
     Disposition::Done
 }
@@ -83,7 +89,12 @@ mod tests {
     #[test]
     fn permanent_beats_transient_beats_done() {
         let failed = |reason: &str| MediaEntry::Failed { reason: reason.into() };
-        let rejected = outcome(MediaEntry::Rejected { reason: "file is empty".into() }, false);
+        let rejected = outcome(
+            MediaEntry::Rejected {
+                reason: "file is empty".into(),
+            },
+            false,
+        );
         let absent = outcome(MediaEntry::Absent, false);
         let gone = outcome(failed("source answered 404"), false);
         let busy = outcome(failed("source answered 503"), true);
@@ -91,11 +102,15 @@ mod tests {
             (vec![("source_image", &rejected), ("video", &absent)], Disposition::Done),
             (
                 vec![("source_image", &busy), ("video", &gone)],
-                Disposition::DeadLetter { reason: "video: source answered 404".into() },
+                Disposition::DeadLetter {
+                    reason: "video: source answered 404".into(),
+                },
             ),
             (
                 vec![("source_image", &busy), ("video", &absent)],
-                Disposition::Retry { reason: "source_image: source answered 503".into() },
+                Disposition::Retry {
+                    reason: "source_image: source answered 503".into(),
+                },
             ),
         ];
         for (media, expected) in cases {

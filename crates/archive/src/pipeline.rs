@@ -49,21 +49,44 @@ pub(crate) struct Slot {
     pub content_type: &'static str,
 }
 
-pub(crate) const SOURCE: Slot = Slot { kind: MediaKind::Source, file_name: "source.jpg", content_type: "image/jpeg" };
-pub(crate) const TARGET: Slot = Slot { kind: MediaKind::Target, file_name: "target.jpg", content_type: "image/jpeg" };
-pub(crate) const VIDEO: Slot = Slot { kind: MediaKind::Video, file_name: "video.mp4", content_type: "video/mp4" };
+pub(crate) const SOURCE: Slot = Slot {
+    kind: MediaKind::Source,
+    file_name: "source.jpg",
+    content_type: "image/jpeg",
+};
+pub(crate) const TARGET: Slot = Slot {
+    kind: MediaKind::Target,
+    file_name: "target.jpg",
+    content_type: "image/jpeg",
+};
+pub(crate) const VIDEO: Slot = Slot {
+    kind: MediaKind::Video,
+    file_name: "video.mp4",
+    content_type: "video/mp4",
+};
 
 fn rfc3339(at: OffsetDateTime) -> String {
-    manifest_time(at).format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| at.to_string())
+    manifest_time(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
 }
 
 impl Archiver {
     /// Archives one media: `absent` without a URL, else attempts until stored, rejected,
     /// a permanent failure, the attempts are spent, or the URL expires.
-    pub(crate) async fn archive_media(&self, slot: Slot, url: Option<&Url>, key: String, expires_at: OffsetDateTime) -> MediaOutcome {
+    pub(crate) async fn archive_media(
+        &self,
+        slot: Slot,
+        url: Option<&Url>,
+        key: String,
+        expires_at: OffsetDateTime,
+    ) -> MediaOutcome {
         let Some(url) = url else {
             crate::progress::finished(slot.kind, "absent");
-            return MediaOutcome { entry: MediaEntry::Absent, transient: false };
+            return MediaOutcome {
+                entry: MediaEntry::Absent,
+                transient: false,
+            };
         };
         let config = &self.inner.config.fetch;
         let attempts = AtomicU32::new(0);
@@ -114,7 +137,15 @@ impl Archiver {
             })
             .await;
         let attempts = attempts.load(Relaxed);
-        let outcome = media_outcome(slot, url, result, attempts, expires_at, &expired_while_waiting, &gave_up_on_retry_after);
+        let outcome = media_outcome(
+            slot,
+            url,
+            result,
+            attempts,
+            expires_at,
+            &expired_while_waiting,
+            &gave_up_on_retry_after,
+        );
         crate::progress::finished(slot.kind, outcome.entry.status());
         outcome
     }
@@ -122,38 +153,55 @@ impl Archiver {
 
 /// Turns the last attempt's result into the media's manifest entry.
 fn media_outcome(
-        slot: Slot,
-        url: &Url,
-        result: Result<StoredMedia, AttemptError>,
-        attempts: u32,
-        expires_at: OffsetDateTime,
-        expired_while_waiting: &AtomicBool,
-        gave_up_on_retry_after: &AtomicBool,
-    ) -> MediaOutcome {
-        match result {
-            Ok(stored) => {
-                tracing::info!(media = slot.kind.as_str(), key = %stored.key, bytes = stored.bytes, attempts, "stored");
-                MediaOutcome { entry: MediaEntry::Stored(StoredMedia { attempts, ..stored }), transient: false }
+    slot: Slot,
+    url: &Url,
+    result: Result<StoredMedia, AttemptError>,
+    attempts: u32,
+    expires_at: OffsetDateTime,
+    expired_while_waiting: &AtomicBool,
+    gave_up_on_retry_after: &AtomicBool,
+) -> MediaOutcome {
+    match result {
+        Ok(stored) => {
+            tracing::info!(media = slot.kind.as_str(), key = %stored.key, bytes = stored.bytes, attempts, "stored");
+            MediaOutcome {
+                entry: MediaEntry::Stored(StoredMedia { attempts, ..stored }),
+                transient: false,
             }
-            Err(AttemptError::Rejected(err)) => {
-                tracing::info!(media = slot.kind.as_str(), reason = %err, "rejected");
-                MediaOutcome { entry: MediaEntry::Rejected { reason: err.to_string() }, transient: false }
+        }
+        Err(AttemptError::Rejected(err)) => {
+            tracing::info!(media = slot.kind.as_str(), reason = %err, "rejected");
+            MediaOutcome {
+                entry: MediaEntry::Rejected {
+                    reason: err.to_string(),
+                },
+                transient: false,
             }
-            Err(err) => {
-                let (reason, transient) = if expired_while_waiting.load(Relaxed) {
-                    (format!("url expired at {} before the next attempt; last error: {err}", rfc3339(expires_at)), false)
-                } else if gave_up_on_retry_after.load(Relaxed) {
-                    (format!("{err} (asked to retry later than the longest backoff)"), true)
-                } else if err.is_transient() {
-                    (format!("{err} (after {attempts} attempts)"), true)
-                } else {
-                    (err.to_string(), false)
-                };
-                tracing::warn!(media = slot.kind.as_str(), url = %redacted(url), reason = %reason, attempts, "failed");
-                MediaOutcome { entry: MediaEntry::Failed { reason }, transient }
+        }
+        Err(err) => {
+            let (reason, transient) = if expired_while_waiting.load(Relaxed) {
+                (
+                    format!(
+                        "url expired at {} before the next attempt; last error: {err}",
+                        rfc3339(expires_at)
+                    ),
+                    false,
+                )
+            } else if gave_up_on_retry_after.load(Relaxed) {
+                (format!("{err} (asked to retry later than the longest backoff)"), true)
+            } else if err.is_transient() {
+                (format!("{err} (after {attempts} attempts)"), true)
+            } else {
+                (err.to_string(), false)
+            };
+            tracing::warn!(media = slot.kind.as_str(), url = %redacted(url), reason = %reason, attempts, "failed");
+            MediaOutcome {
+                entry: MediaEntry::Failed { reason },
+                transient,
             }
         }
     }
+}
 
 impl Archiver {
     /// One attempt: download, validate and store as the bytes arrive. A failed attempt

@@ -56,7 +56,10 @@ impl StoreError {
     /// Whether another attempt could succeed. A store that ignores the requested
     /// encryption, a refused SSE-C key and a misconfiguration are final.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, StoreError::EncryptionNotReported { .. } | StoreError::Config(_) | StoreError::WrongKey { .. })
+        !matches!(
+            self,
+            StoreError::EncryptionNotReported { .. } | StoreError::Config(_) | StoreError::WrongKey { .. }
+        )
     }
 }
 
@@ -65,7 +68,10 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StoreError::Request { operation, detail: DisplayErrorContext(&err).to_string() }
+    StoreError::Request {
+        operation,
+        detail: DisplayErrorContext(&err).to_string(),
+    }
 }
 
 /// The codes a store answers a read whose SSE-C key is not the object's.
@@ -75,7 +81,9 @@ fn is_key_refusal(code: Option<&str>) -> bool {
 
 fn is_not_found<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
     matches!(err.code(), Some("NoSuchKey" | "NotFound"))
-        || err.raw_response().is_some_and(|response| response.status().as_u16() == 404)
+        || err
+            .raw_response()
+            .is_some_and(|response| response.status().as_u16() == 404)
 }
 
 /// Adds the SSE-C headers (algorithm, key, key MD5) to a request builder.
@@ -98,9 +106,9 @@ macro_rules! with_sse {
         let builder = $builder;
         match $sse {
             Sse::CustomerKey(_) => with_sse_c!(builder, $sse),
-            Sse::Kms { key_id } => {
-                builder.server_side_encryption(ServerSideEncryption::AwsKms).set_ssekms_key_id(key_id.clone())
-            }
+            Sse::Kms { key_id } => builder
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
             Sse::Aes256 => builder.server_side_encryption(ServerSideEncryption::Aes256),
         }
     }};
@@ -119,7 +127,9 @@ pub struct Store {
 
 impl Store {
     pub async fn new(config: &StoreConfig) -> Result<Store, StoreError> {
-        if matches!(config.sse, Sse::CustomerKey(_)) && config.endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://")) {
+        if matches!(config.sse, Sse::CustomerKey(_))
+            && config.endpoint.as_deref().is_some_and(|ep| ep.starts_with("http://"))
+        {
             return Err(StoreError::Config(
                 "sse-c is refused over plain http: the key would travel in clear; use an https endpoint".into(),
             ));
@@ -148,7 +158,9 @@ impl Store {
             .operation_attempt_timeout(config.operation_timeout)
             .operation_timeout(config.operation_timeout * 3)
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client).timeout_config(timeouts);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client)
+            .timeout_config(timeouts);
         if let Some(region) = &config.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -203,7 +215,13 @@ impl Store {
         upload.finish(&sha256, length).await
     }
 
-    pub(crate) async fn put_object(&self, key: &str, body: Bytes, content_type: &'static str, sha256: &str) -> Result<(), StoreError> {
+    pub(crate) async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &'static str,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
         let request = self
             .client
             .put_object()
@@ -214,7 +232,10 @@ impl Store {
             .metadata(META_SHA256, sha256)
             .metadata(META_KEY_ID, &self.key_id)
             .body(ByteStream::from(body));
-        with_sse!(request, &self.sse).send().await.map_err(|err| request_error("PutObject", err))?;
+        with_sse!(request, &self.sse)
+            .send()
+            .await
+            .map_err(|err| request_error("PutObject", err))?;
         Ok(())
     }
 
@@ -233,11 +254,18 @@ impl Store {
             Sse::Aes256 => head.server_side_encryption() == Some(&ServerSideEncryption::Aes256),
         };
         if !encrypted {
-            tracing::error!(key, mode = self.sse.mode(), "store did not report the requested encryption; deleting the object");
+            tracing::error!(
+                key,
+                mode = self.sse.mode(),
+                "store did not report the requested encryption; deleting the object"
+            );
             self.delete(key).await?;
             return Err(StoreError::EncryptionNotReported { mode: self.sse.mode() });
         }
-        let stored_sha = head.metadata().and_then(|meta| meta.get(META_SHA256)).map(String::as_str);
+        let stored_sha = head
+            .metadata()
+            .and_then(|meta| meta.get(META_SHA256))
+            .map(String::as_str);
         if head.content_length() != Some(bytes as i64) || stored_sha != Some(sha256) {
             return Err(StoreError::Mismatch(format!(
                 "{key} has {:?} bytes and sha256 {:?}, expected {bytes} and {sha256}",
@@ -275,8 +303,13 @@ impl Store {
         let mut body = output.body;
         let mut written = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|err| StoreError::Request { operation: "GetObject", detail: err.to_string() })?;
-            sink.write_all(&chunk).await.map_err(|err| StoreError::Sink(err.to_string()))?;
+            let chunk = chunk.map_err(|err| StoreError::Request {
+                operation: "GetObject",
+                detail: err.to_string(),
+            })?;
+            sink.write_all(&chunk)
+                .await
+                .map_err(|err| StoreError::Sink(err.to_string()))?;
             written += chunk.len() as u64;
         }
         sink.flush().await.map_err(|err| StoreError::Sink(err.to_string()))?;
@@ -305,5 +338,8 @@ pub(crate) async fn read_manifest(store: &Store, key: &str) -> Result<Option<cra
     }
     serde_json::from_slice(&body)
         .map(Some)
-        .map_err(|err| StoreError::BadManifest { key: key.to_string(), detail: err.to_string() })
+        .map_err(|err| StoreError::BadManifest {
+            key: key.to_string(),
+            detail: err.to_string(),
+        })
 }

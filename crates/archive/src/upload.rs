@@ -68,7 +68,16 @@ struct PartInFlight {
 impl<'a> Upload<'a> {
     pub(crate) fn new(store: &'a Store, key: String, content_type: &'static str, declared: Option<u64>) -> Self {
         let unassigned = declared.filter(|length| *length >= STREAM_MIN_BYTES);
-        Upload { store, key, content_type, declared, unassigned, buffer: BytesMut::new(), multipart: None, in_flight: None }
+        Upload {
+            store,
+            key,
+            content_type,
+            declared,
+            unassigned,
+            buffer: BytesMut::new(),
+            multipart: None,
+            in_flight: None,
+        }
     }
 
     /// Adds the next bytes of the object.
@@ -86,7 +95,9 @@ impl<'a> Upload<'a> {
             if self.buffer.capacity() == 0 {
                 // The declared size when known (a part at most), else a small start that
                 // grows by doubling; `take` below keeps it within one part.
-                let initial = self.declared.map_or(64 * 1024, |length| length.min(part_size as u64) as usize);
+                let initial = self
+                    .declared
+                    .map_or(64 * 1024, |length| length.min(part_size as u64) as usize);
                 self.buffer = BytesMut::with_capacity(initial);
             }
             let take = chunk.len().min(part_size - self.buffer.len());
@@ -107,7 +118,9 @@ impl<'a> Upload<'a> {
             if self.in_flight.is_none() {
                 self.start_streamed_part().await?;
             }
-            let Some(part) = self.in_flight.as_mut() else { unreachable!("started above") };
+            let Some(part) = self.in_flight.as_mut() else {
+                unreachable!("started above")
+            };
             let take = chunk.len().min(part.remaining as usize);
             part.pending.extend_from_slice(&chunk.split_to(take));
             part.remaining -= take as u64;
@@ -117,10 +130,14 @@ impl<'a> Upload<'a> {
             let block = std::mem::replace(&mut part.pending, BytesMut::with_capacity(BLOCK_BYTES)).freeze();
             if part.sender.send(block).await.is_err() {
                 // The request ended early: its task holds the reason.
-                return Err(self.end_streamed_part().await.err().unwrap_or_else(|| StoreError::Request {
-                    operation: "UploadPart",
-                    detail: "the part request ended before its body".into(),
-                }));
+                return Err(self
+                    .end_streamed_part()
+                    .await
+                    .err()
+                    .unwrap_or_else(|| StoreError::Request {
+                        operation: "UploadPart",
+                        detail: "the part request ended before its body".into(),
+                    }));
             }
             if part.remaining == 0 {
                 self.end_streamed_part().await?;
@@ -132,23 +149,36 @@ impl<'a> Upload<'a> {
     async fn start_streamed_part(&mut self) -> Result<(), StoreError> {
         let unassigned = self.unassigned.unwrap_or(0);
         if unassigned == 0 {
-            return Err(StoreError::Mismatch(format!("{} received more bytes than the source declared", self.key)));
+            return Err(StoreError::Mismatch(format!(
+                "{} received more bytes than the source declared",
+                self.key
+            )));
         }
         let length = unassigned.min(self.store.part_size as u64);
         self.unassigned = Some(unassigned - length);
         let number = self.next_part_number().await?;
         let (sender, receiver) = mpsc::channel(CHANNEL_BLOCKS);
-        let body = ByteStream::from_body_1_x(ChannelBody { receiver, remaining: length });
+        let body = ByteStream::from_body_1_x(ChannelBody {
+            receiver,
+            remaining: length,
+        });
         let request = self.part_request(number, body, length);
         // One task per media at most: it lives while this part streams.
         let task = tokio::spawn(request);
         let pending = BytesMut::with_capacity(BLOCK_BYTES);
-        self.in_flight = Some(PartInFlight { sender, remaining: length, pending, task });
+        self.in_flight = Some(PartInFlight {
+            sender,
+            remaining: length,
+            pending,
+            task,
+        });
         Ok(())
     }
 
     async fn end_streamed_part(&mut self) -> Result<(), StoreError> {
-        let Some(part) = self.in_flight.take() else { return Ok(()) };
+        let Some(part) = self.in_flight.take() else {
+            return Ok(());
+        };
         drop(part.sender);
         let completed = part.task.await.map_err(|err| StoreError::Request {
             operation: "UploadPart",
@@ -177,7 +207,10 @@ impl<'a> Upload<'a> {
                 operation: "CreateMultipartUpload",
                 detail: "the store returned no upload id".into(),
             })?;
-            self.multipart = Some(Multipart { upload_id: upload_id.to_string(), parts: Vec::new() });
+            self.multipart = Some(Multipart {
+                upload_id: upload_id.to_string(),
+                parts: Vec::new(),
+            });
         }
         let started = self.multipart.as_ref().map_or(0, |multipart| multipart.parts.len());
         Ok(started as i32 + 1)
@@ -197,7 +230,11 @@ impl<'a> Upload<'a> {
         length: u64,
     ) -> impl std::future::Future<Output = Result<CompletedPart, StoreError>> + Send + 'static {
         let store = self.store;
-        let upload_id = self.multipart.as_ref().map(|multipart| multipart.upload_id.clone()).unwrap_or_default();
+        let upload_id = self
+            .multipart
+            .as_ref()
+            .map(|multipart| multipart.upload_id.clone())
+            .unwrap_or_default();
         let request = store
             .client
             .upload_part()
@@ -210,7 +247,10 @@ impl<'a> Upload<'a> {
         let sent = with_sse_c!(request, &store.sse).send();
         async move {
             let uploaded = sent.await.map_err(|err| request_error("UploadPart", err))?;
-            Ok(CompletedPart::builder().part_number(number).set_e_tag(uploaded.e_tag().map(str::to_string)).build())
+            Ok(CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(uploaded.e_tag().map(str::to_string))
+                .build())
         }
     }
 
@@ -219,7 +259,10 @@ impl<'a> Upload<'a> {
     pub async fn finish(&mut self, sha256: &str, bytes: u64) -> Result<(), StoreError> {
         let store = self.store;
         if self.in_flight.is_some() || self.unassigned.is_some_and(|left| left > 0) {
-            return Err(StoreError::Mismatch(format!("{} received fewer bytes than the source declared", self.key)));
+            return Err(StoreError::Mismatch(format!(
+                "{} received fewer bytes than the source declared",
+                self.key
+            )));
         }
         if self.multipart.is_none() {
             let body = std::mem::take(&mut self.buffer).freeze();
@@ -233,8 +276,12 @@ impl<'a> Upload<'a> {
             let completed = self.part_request(number, ByteStream::from(last), length).await?;
             self.push_part(completed);
         }
-        let Some(multipart) = self.multipart.as_ref() else { unreachable!("checked above") };
-        let completed = CompletedMultipartUpload::builder().set_parts(Some(multipart.parts.clone())).build();
+        let Some(multipart) = self.multipart.as_ref() else {
+            unreachable!("checked above")
+        };
+        let completed = CompletedMultipartUpload::builder()
+            .set_parts(Some(multipart.parts.clone()))
+            .build();
         let request = store
             .client
             .complete_multipart_upload()
@@ -276,7 +323,10 @@ impl<'a> Upload<'a> {
                 .copy_source_sse_customer_key(key.key_base64())
                 .copy_source_sse_customer_key_md5(key.md5_base64());
         }
-        with_sse!(request, &store.sse).send().await.map_err(|err| request_error("CopyObject", err))?;
+        with_sse!(request, &store.sse)
+            .send()
+            .await
+            .map_err(|err| request_error("CopyObject", err))?;
         Ok(())
     }
 
@@ -315,7 +365,10 @@ impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = std::io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
         match self.receiver.poll_recv(cx) {
             Poll::Ready(Some(bytes)) => {
                 self.remaining = self.remaining.saturating_sub(bytes.len() as u64);

@@ -69,7 +69,11 @@ pub enum VendorError {
     NotFound { session_id: String },
     /// Any other status, or 429/5xx that outlasted the retries.
     #[error("vendor api answered {status} for session {session_id}")]
-    Status { session_id: String, status: u16, retry_after: Option<Duration> },
+    Status {
+        session_id: String,
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     /// The request could not be sent or the answer not read.
     #[error("vendor api unreachable for session {session_id}: {detail}")]
     Transport { session_id: String, detail: String },
@@ -108,7 +112,8 @@ impl VendorClient {
             .connect_timeout(Duration::from_secs(10))
             .timeout(config.request_timeout);
         for pem in &config.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|err| VendorError::Client(err.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|err| VendorError::Client(err.to_string()))?;
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -140,7 +145,10 @@ impl VendorClient {
             .when(VendorError::is_transient)
             .adjust(move |err, planned| match err {
                 // The server's own word on when to come back beats our guess.
-                VendorError::Status { retry_after: Some(wait), .. } => planned.map(|_| (*wait).min(max_retry_after)),
+                VendorError::Status {
+                    retry_after: Some(wait),
+                    ..
+                } => planned.map(|_| (*wait).min(max_retry_after)),
                 _ => planned,
             })
             .notify(|err, wait| tracing::warn!(%err, ?wait, "vendor api call failed; retrying"))
@@ -175,16 +183,25 @@ impl VendorClient {
                     .and_then(|value| value.to_str().ok())
                     .and_then(|text| text.trim().parse::<u64>().ok())
                     .map(Duration::from_secs);
-                return Err(VendorError::Status { session_id: session, status: other.as_u16(), retry_after });
+                return Err(VendorError::Status {
+                    session_id: session,
+                    status: other.as_u16(),
+                    retry_after,
+                });
             }
         }
         // A report is a few hundred bytes; a megabyte bound stops a hostile answer.
         let body = response.bytes().await.map_err(transport)?;
         if body.len() > 1024 * 1024 {
-            return Err(VendorError::BadAnswer { session_id: session, problem: "answer is larger than 1 MiB".into() });
+            return Err(VendorError::BadAnswer {
+                session_id: session,
+                problem: "answer is larger than 1 MiB".into(),
+            });
         }
-        serde_json::from_slice(&body)
-            .map_err(|err| VendorError::BadAnswer { session_id: session, problem: format!("not JSON: {err}") })
+        serde_json::from_slice(&body).map_err(|err| VendorError::BadAnswer {
+            session_id: session,
+            problem: format!("not JSON: {err}"),
+        })
     }
 }
 
@@ -196,11 +213,19 @@ pub fn report_from_answer(
     answer: Value,
     answered_at: OffsetDateTime,
 ) -> Result<ReportEvent, VendorError> {
-    let bad = |problem: String| VendorError::BadAnswer { session_id: session_id.to_string(), problem };
-    let face = answer.get("face").cloned().ok_or_else(|| bad("face: is required".into()))?;
+    let bad = |problem: String| VendorError::BadAnswer {
+        session_id: session_id.to_string(),
+        problem,
+    };
+    let face = answer
+        .get("face")
+        .cloned()
+        .ok_or_else(|| bad("face: is required".into()))?;
     if let Some(answered_id) = answer.get("session_id").and_then(Value::as_str) {
         if !answered_id.eq_ignore_ascii_case(session_id) {
-            return Err(bad(format!("session_id: answer is for another session ({answered_id})")));
+            return Err(bad(format!(
+                "session_id: answer is for another session ({answered_id})"
+            )));
         }
     }
     let issued_at = answered_at.format(&Rfc3339).map_err(|err| bad(err.to_string()))?;
@@ -237,7 +262,10 @@ mod tests {
         let at = OffsetDateTime::now_utc();
         let cases = [
             (json!({"session_id": SESSION}), "face: is required"),
-            (json!({"session_id": "99999999-2222-3333-4444-555555555555", "face": face()}), "answer is for another session"),
+            (
+                json!({"session_id": "99999999-2222-3333-4444-555555555555", "face": face()}),
+                "answer is for another session",
+            ),
             (json!({"face": {"status": "Maybe"}}), "face.status"),
         ];
         for (answer, expected) in cases {
@@ -248,18 +276,35 @@ mod tests {
 
     #[test]
     fn the_decision_url_keeps_the_base_path() {
-        let client = VendorClient::new(VendorConfig::new(Url::parse("https://api.example/base/").unwrap(), "k".into())).unwrap();
-        assert_eq!(client.decision_url(SESSION).as_str(), format!("https://api.example/base/v3/session/{SESSION}/decision/"));
+        let client = VendorClient::new(VendorConfig::new(
+            Url::parse("https://api.example/base/").unwrap(),
+            "k".into(),
+        ))
+        .unwrap();
+        assert_eq!(
+            client.decision_url(SESSION).as_str(),
+            format!("https://api.example/base/v3/session/{SESSION}/decision/")
+        );
     }
 
     #[test]
     fn only_429_5xx_and_transport_errors_are_retried() {
-        let status = |status| VendorError::Status { session_id: SESSION.into(), status, retry_after: None };
+        let status = |status| VendorError::Status {
+            session_id: SESSION.into(),
+            status,
+            retry_after: None,
+        };
         assert!(status(429).is_transient());
         assert!(status(503).is_transient());
         assert!(!status(400).is_transient());
-        assert!(!VendorError::NotFound { session_id: SESSION.into() }.is_transient());
-        assert!(!VendorError::Unauthorized { session_id: SESSION.into() }.is_transient());
+        assert!(!VendorError::NotFound {
+            session_id: SESSION.into()
+        }
+        .is_transient());
+        assert!(!VendorError::Unauthorized {
+            session_id: SESSION.into()
+        }
+        .is_transient());
     }
 }
 
@@ -316,13 +361,19 @@ pub fn wants_fresh_urls(archived: &crate::Archived) -> bool {
     let crate::Disposition::DeadLetter { .. } = archived.disposition else {
         return false;
     };
-    let mut failed = manifest.media.entries().into_iter().filter_map(|(_, entry)| match entry {
-        crate::MediaEntry::Failed { reason } => Some(reason.as_str()),
-        _ => None,
-    });
+    let mut failed = manifest
+        .media
+        .entries()
+        .into_iter()
+        .filter_map(|(_, entry)| match entry {
+            crate::MediaEntry::Failed { reason } => Some(reason.as_str()),
+            _ => None,
+        });
     let expired = |reason: &str| {
         reason.starts_with("url expired")
-            || ["source answered 401", "source answered 403", "source answered 410"].iter().any(|status| reason.starts_with(status))
+            || ["source answered 401", "source answered 403", "source answered 410"]
+                .iter()
+                .any(|status| reason.starts_with(status))
     };
     let first = failed.next();
     first.is_some_and(expired) && failed.all(expired)

@@ -18,7 +18,11 @@ use serde_json::json;
 
 fn arg<T: std::str::FromStr>(name: &str, default: Option<T>) -> T {
     let args: Vec<String> = std::env::args().collect();
-    let value = args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+    let value = args
+        .iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
     value.or(default).unwrap_or_else(|| {
         eprintln!("bench_worker: {name} is required");
         std::process::exit(2)
@@ -40,14 +44,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let channel = connection.create_channel().await?;
     channel.confirm_select(Default::default()).await?;
     let tap = channel
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
     channel
-        .queue_bind(tap.name().clone(), "archiver.results".into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .queue_bind(
+            tap.name().clone(),
+            "archiver.results".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let reader = connection.create_channel().await?;
     let mut results = reader
-        .basic_consume(tap.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
+        .basic_consume(
+            tap.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
 
     let run = format!("{:08x}", std::process::id());
@@ -81,7 +106,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let body = serde_json::to_vec(&event).unwrap_or_default();
                 sent.insert(id, Instant::now());
                 let confirm = channel
-                    .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        properties,
+                    )
                     .await;
                 if let Ok(confirm) = confirm {
                     let _ = confirm.await;
@@ -94,21 +125,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut done: HashMap<String, (Instant, bool)> = HashMap::new();
     let deadline = tokio::time::Instant::now() + timeout;
     while done.len() < events {
-        let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, results.next()).await else { break };
-        let Some(id) = delivery.properties.correlation_id().as_ref().map(|id| id.to_string()) else { continue };
+        let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(deadline, results.next()).await else {
+            break;
+        };
+        let Some(id) = delivery.properties.correlation_id().as_ref().map(|id| id.to_string()) else {
+            continue;
+        };
         if id.starts_with(&format!("bench-{run}-")) {
             let archived = delivery.routing_key.as_str() == "archived";
             done.entry(id).or_insert((Instant::now(), archived));
         }
     }
     let sent = publisher.await?;
-    let wall = done.values().map(|(at, _)| *at).max().map_or(Duration::ZERO, |last| last - started);
+    let wall = done
+        .values()
+        .map(|(at, _)| *at)
+        .max()
+        .map_or(Duration::ZERO, |last| last - started);
     let mut latencies: Vec<f64> = done
         .iter()
         .filter_map(|(id, (at, _))| sent.get(id).map(|published| (*at - *published).as_secs_f64()))
         .collect();
     latencies.sort_by(f64::total_cmp);
-    let quantile = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
+    let quantile = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+    };
     let archived = done.values().filter(|(_, archived)| *archived).count();
     let secs = wall.as_secs_f64().max(f64::EPSILON);
     println!(

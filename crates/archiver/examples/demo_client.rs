@@ -13,7 +13,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
@@ -34,7 +36,10 @@ fn parse_args() -> Result<Args, String> {
             "--queue" => queue = args.next(),
             "--media" => media = args.next(),
             "--timeout" => {
-                let secs = args.next().and_then(|s| s.parse().ok()).ok_or("--timeout needs a number of seconds")?;
+                let secs = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("--timeout needs a number of seconds")?;
                 timeout = Duration::from_secs(secs);
             }
             _ => files.push(arg),
@@ -78,17 +83,38 @@ async fn run() -> Result<bool, String> {
     // A private queue bound to every result, read before anything is published.
     let tap = bounded(
         "declare the results tap",
-        channel.queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default()),
+        channel.queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
     )
     .await?;
     bounded(
         "bind the results tap",
-        channel.queue_bind(tap.name().clone(), "archiver.results".into(), "#".into(), QueueBindOptions::default(), FieldTable::default()),
+        channel.queue_bind(
+            tap.name().clone(),
+            "archiver.results".into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        ),
     )
     .await?;
     let mut results = bounded(
         "read results",
-        channel.basic_consume(tap.name().clone(), "".into(), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default()),
+        channel.basic_consume(
+            tap.name().clone(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
     )
     .await?;
 
@@ -96,7 +122,10 @@ async fn run() -> Result<bool, String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut pending = BTreeMap::new();
     for file in &args.files {
-        let name = std::path::Path::new(file).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = std::path::Path::new(file)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let body = std::fs::read_to_string(file).map_err(|err| format!("cannot read {file}: {err}"))?;
         let body = body.replace("@MEDIA@", &args.media);
         let message_id = format!("demo-{}-{name}", now.as_millis());
@@ -107,7 +136,13 @@ async fn run() -> Result<bool, String> {
             .with_timestamp(now.as_secs());
         let confirm = bounded(
             "publish",
-            channel.basic_publish("".into(), args.queue.as_str().into(), BasicPublishOptions::default(), body.as_bytes(), properties),
+            channel.basic_publish(
+                "".into(),
+                args.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                properties,
+            ),
         )
         .await?;
         if !bounded("publisher confirm", confirm).await?.is_ack() {
@@ -126,7 +161,9 @@ async fn run() -> Result<bool, String> {
             Ok(Some(Err(err))) => return Err(format!("reading results: {err}")),
             Ok(None) | Err(_) => break,
         };
-        let Some(correlation) = next.properties.correlation_id().as_ref().map(|id| id.to_string()) else { continue };
+        let Some(correlation) = next.properties.correlation_id().as_ref().map(|id| id.to_string()) else {
+            continue;
+        };
         if let Some(name) = pending.get(&correlation) {
             let result: serde_json::Value = serde_json::from_slice(&next.data).unwrap_or_default();
             outcomes.insert(name.clone(), (correlation, result));
@@ -138,7 +175,10 @@ async fn run() -> Result<bool, String> {
     for name in pending.values() {
         match outcomes.get(name) {
             Some((message_id, result)) => print_outcome(name, result, &dlq, reasons.get(message_id)),
-            None => println!("{name:<26} NO RESULT within {}s (see the worker's log)", args.timeout.as_secs()),
+            None => println!(
+                "{name:<26} NO RESULT within {}s (see the worker's log)",
+                args.timeout.as_secs()
+            ),
         }
     }
     let _ = connection.close(200, "done".into()).await;
@@ -147,7 +187,12 @@ async fn run() -> Result<bool, String> {
 
 fn print_outcome(name: &str, result: &serde_json::Value, dlq: &str, dead_letter_reason: Option<&String>) {
     let text = |field: &str| result[field].as_str().unwrap_or("-").to_owned();
-    println!("{name:<26} {:<14} session {} tenant {}", text("outcome"), text("session_id"), text("tenant"));
+    println!(
+        "{name:<26} {:<14} session {} tenant {}",
+        text("outcome"),
+        text("session_id"),
+        text("tenant")
+    );
     println!("    manifest      {}", text("manifest_key"));
     if let Some(media) = result["media"].as_object() {
         for (kind, entry) in media {
@@ -173,17 +218,30 @@ async fn dead_letter_reasons(
 ) -> Result<BTreeMap<String, String>, String> {
     let channel: Channel = bounded("open channel", connection.create_channel()).await?;
     let mut reasons = BTreeMap::new();
-    while let Some(message) = bounded("read the dead-letter queue", channel.basic_get(dlq.into(), BasicGetOptions::default())).await? {
+    while let Some(message) = bounded(
+        "read the dead-letter queue",
+        channel.basic_get(dlq.into(), BasicGetOptions::default()),
+    )
+    .await?
+    {
         let properties = &message.delivery.properties;
-        let Some(message_id) = properties.message_id().as_ref().map(|id| id.to_string()) else { continue };
+        let Some(message_id) = properties.message_id().as_ref().map(|id| id.to_string()) else {
+            continue;
+        };
         if !pending.contains_key(&message_id) {
             continue;
         }
-        let reason = properties.headers().as_ref().and_then(|headers| match headers.inner().get("x-archiver-reason") {
-            Some(AMQPValue::LongString(text)) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
-            _ => None,
-        });
-        reasons.insert(message_id, reason.unwrap_or_else(|| "(no x-archiver-reason header)".to_owned()));
+        let reason = properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| match headers.inner().get("x-archiver-reason") {
+                Some(AMQPValue::LongString(text)) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+                _ => None,
+            });
+        reasons.insert(
+            message_id,
+            reason.unwrap_or_else(|| "(no x-archiver-reason header)".to_owned()),
+        );
     }
     let _ = bounded("return the dead letters", channel.close(200, "done".into())).await;
     Ok(reasons)

@@ -132,7 +132,13 @@ pub struct LimitSettings {
 #[derive(Clone, Args)]
 pub struct Settings {
     /// AMQP broker URL.
-    #[arg(long, env = "ARCHIVER_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f", hide_default_value = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ARCHIVER_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_default_value = true,
+        hide_env_values = true
+    )]
     pub amqp_url: String,
     /// File holding the AMQP broker URL (a mounted Kubernetes Secret); instead of --amqp-url.
     #[arg(long, env = "ARCHIVER_AMQP_URL_FILE", conflicts_with = "amqp_url")]
@@ -277,6 +283,9 @@ mod tests {
         for secret in ["PASSWORD", "S3CRETKEYBASE64", "APIKEY", "user:"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
-        assert!(shown.contains("amqp://broker:5672/%2f") && shown.contains(r#"sse_c_key: "<set>""#), "{shown}");
+        assert!(
+            shown.contains("amqp://broker:5672/%2f") && shown.contains(r#"sse_c_key: "<set>""#),
+            "{shown}"
+        );
     }
 }

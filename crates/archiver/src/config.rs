@@ -31,7 +31,10 @@ impl Problems {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(CommandError::usage(format!("invalid configuration: {}", self.0.join("; "))))
+            Err(CommandError::usage(format!(
+                "invalid configuration: {}",
+                self.0.join("; ")
+            )))
         }
     }
 }
@@ -44,9 +47,21 @@ pub fn read_secret_files(settings: &mut Settings) -> Result<(), CommandError> {
     let mut problems = Problems::default();
     // clap refuses a value and its file together (`conflicts_with`).
     let files = [
-        ("ARCHIVER_AMQP_URL", "ARCHIVER_AMQP_URL_FILE", settings.amqp_url_file.as_deref()),
-        ("ARCHIVER_SSE_C_KEY", "ARCHIVER_SSE_C_KEY_FILE", settings.sse_c_key_file.as_deref()),
-        ("ARCHIVER_PROVIDER_API_KEY", "ARCHIVER_PROVIDER_API_KEY_FILE", settings.provider_api_key_file.as_deref()),
+        (
+            "ARCHIVER_AMQP_URL",
+            "ARCHIVER_AMQP_URL_FILE",
+            settings.amqp_url_file.as_deref(),
+        ),
+        (
+            "ARCHIVER_SSE_C_KEY",
+            "ARCHIVER_SSE_C_KEY_FILE",
+            settings.sse_c_key_file.as_deref(),
+        ),
+        (
+            "ARCHIVER_PROVIDER_API_KEY",
+            "ARCHIVER_PROVIDER_API_KEY_FILE",
+            settings.provider_api_key_file.as_deref(),
+        ),
     ];
     let mut read = Vec::new();
     for (variable, file_variable, path) in files {
@@ -54,7 +69,11 @@ pub fn read_secret_files(settings: &mut Settings) -> Result<(), CommandError> {
         match std::fs::read_to_string(path) {
             Ok(text) if !text.trim().is_empty() => read.push((variable, text.trim().to_string())),
             Ok(_) => problems.push(format!("{file_variable}: {} is empty", path.display())),
-            Err(err) => problems.push(format!("{file_variable}: cannot read {}: {}", path.display(), err.kind())),
+            Err(err) => problems.push(format!(
+                "{file_variable}: cannot read {}: {}",
+                path.display(),
+                err.kind()
+            )),
         }
     }
     problems.finish()?;
@@ -79,10 +98,18 @@ pub fn limits(settings: &LimitSettings, problems: &mut Problems) -> media::Limit
         }
     };
     let target_min_short_side = problems
-        .parse::<u32>("ARCHIVER_TARGET_MIN_SHORT_SIDE", &settings.target_min_short_side, "a whole number of pixels")
+        .parse::<u32>(
+            "ARCHIVER_TARGET_MIN_SHORT_SIDE",
+            &settings.target_min_short_side,
+            "a whole number of pixels",
+        )
         .unwrap_or(defaults.target_min_short_side);
     let video_max_secs = problems
-        .parse::<f64>("ARCHIVER_VIDEO_MAX_SECS", &settings.video_max_secs, "a number of seconds")
+        .parse::<f64>(
+            "ARCHIVER_VIDEO_MAX_SECS",
+            &settings.video_max_secs,
+            "a number of seconds",
+        )
         .filter(|secs| secs.is_finite() && *secs > 0.0)
         .unwrap_or_else(|| {
             if settings.video_max_secs.trim().parse::<f64>().is_ok() {
@@ -93,7 +120,11 @@ pub fn limits(settings: &LimitSettings, problems: &mut Problems) -> media::Limit
             }
             defaults.video_max_secs
         });
-    media::Limits { source_max, target_min_short_side, video_max_secs }
+    media::Limits {
+        source_max,
+        target_min_short_side,
+        video_max_secs,
+    }
 }
 
 /// Validated limits alone, for `archiver validate`.
@@ -134,23 +165,43 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
     if prefix.starts_with('/') {
         problems.push(format!("ARCHIVER_S3_PREFIX must not start with `/`, got {prefix:?}"));
     }
-    let endpoint = settings.s3_endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty()).map(str::to_string);
+    let endpoint = settings
+        .s3_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string);
     if let Some(endpoint) = &endpoint {
         if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
-            problems.push(format!("ARCHIVER_S3_ENDPOINT must be an https:// URL, got {endpoint:?}"));
+            problems.push(format!(
+                "ARCHIVER_S3_ENDPOINT must be an https:// URL, got {endpoint:?}"
+            ));
         }
     }
-    let path_style = problems.parse::<bool>("ARCHIVER_S3_PATH_STYLE", &settings.s3_path_style, "true or false").unwrap_or(false);
-    let region = settings.s3_region.as_deref().map(str::trim).filter(|r| !r.is_empty()).map(str::to_string);
+    let path_style = problems
+        .parse::<bool>("ARCHIVER_S3_PATH_STYLE", &settings.s3_path_style, "true or false")
+        .unwrap_or(false);
+    let region = settings
+        .s3_region
+        .as_deref()
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
     let mut s3_ca = read_pem("ARCHIVER_S3_CA_FILE", settings.s3_ca_file.as_deref(), &mut problems);
     // The AWS tools' own variable for an extra bundle; honoured as well (FIELD-NOTES).
     if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
-        s3_ca.extend(read_pem("AWS_CA_BUNDLE", Some(std::path::Path::new(&bundle)), &mut problems));
+        s3_ca.extend(read_pem(
+            "AWS_CA_BUNDLE",
+            Some(std::path::Path::new(&bundle)),
+            &mut problems,
+        ));
     }
 
     let key_id = settings.sse_key_id.trim().to_string();
     if key_id.is_empty() || !key_id.bytes().all(|b| b.is_ascii_graphic()) {
-        problems.push(format!("ARCHIVER_SSE_KEY_ID must be a non-empty printable name, got {key_id:?}"));
+        problems.push(format!(
+            "ARCHIVER_SSE_KEY_ID must be a non-empty printable name, got {key_id:?}"
+        ));
     }
     let sse = match settings.sse.as_deref().map(str::trim) {
         None | Some("") => {
@@ -165,7 +216,8 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
             Some(key) => match archive::SseCustomerKey::from_base64(key) {
                 Ok(key) => {
                     if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) {
-                        problems.push("ARCHIVER_SSE=sse-c is refused over a plain http ARCHIVER_S3_ENDPOINT: use https");
+                        problems
+                            .push("ARCHIVER_SSE=sse-c is refused over a plain http ARCHIVER_S3_ENDPOINT: use https");
                     }
                     Some(archive::Sse::CustomerKey(key))
                 }
@@ -176,7 +228,12 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
             },
         },
         Some("aws:kms") => Some(archive::Sse::Kms {
-            key_id: settings.sse_kms_key_id.as_deref().map(str::trim).filter(|k| !k.is_empty()).map(str::to_string),
+            key_id: settings
+                .sse_kms_key_id
+                .as_deref()
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string),
         }),
         Some("AES256") => Some(archive::Sse::Aes256),
         Some(other) => {
@@ -186,24 +243,49 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
     };
 
     let mut allowed_hosts = Vec::new();
-    for entry in settings.allowed_hosts.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in settings
+        .allowed_hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         match entry.parse::<archive::AllowedHost>() {
             Ok(host) => allowed_hosts.push(host),
             Err(why) => problems.push(format!("ARCHIVER_ALLOWED_HOSTS: {why}")),
         }
     }
-    let source_ca = read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), &mut problems);
+    let source_ca = read_pem(
+        "ARCHIVER_SOURCE_CA_FILE",
+        settings.source_ca_file.as_deref(),
+        &mut problems,
+    );
     let url_ttl_secs = problems
-        .parse::<u64>("ARCHIVER_URL_TTL_SECS", &settings.url_ttl_secs, "a whole number of seconds")
+        .parse::<u64>(
+            "ARCHIVER_URL_TTL_SECS",
+            &settings.url_ttl_secs,
+            "a whole number of seconds",
+        )
         .unwrap_or(3600);
     let max_media_bytes = problems
-        .parse::<u64>("ARCHIVER_MAX_MEDIA_BYTES", &settings.max_media_bytes, "a whole number of bytes")
+        .parse::<u64>(
+            "ARCHIVER_MAX_MEDIA_BYTES",
+            &settings.max_media_bytes,
+            "a whole number of bytes",
+        )
         .unwrap_or(104_857_600);
     let attempt_timeout_secs = problems
-        .parse::<u64>("ARCHIVER_FETCH_TIMEOUT_SECS", &settings.fetch_timeout_secs, "a whole number of seconds")
+        .parse::<u64>(
+            "ARCHIVER_FETCH_TIMEOUT_SECS",
+            &settings.fetch_timeout_secs,
+            "a whole number of seconds",
+        )
         .unwrap_or(300);
     let attempts = problems
-        .parse::<usize>("ARCHIVER_FETCH_ATTEMPTS", &settings.fetch_attempts, "a whole number of attempts")
+        .parse::<usize>(
+            "ARCHIVER_FETCH_ATTEMPTS",
+            &settings.fetch_attempts,
+            "a whole number of attempts",
+        )
         .unwrap_or(4);
     if attempt_timeout_secs == 0 || attempts == 0 {
         problems.push("ARCHIVER_FETCH_TIMEOUT_SECS and ARCHIVER_FETCH_ATTEMPTS must be at least 1");

@@ -12,7 +12,9 @@ pub fn init(format: &str) -> Result<(), CommandError> {
 pub fn init_with_default(format: &str, default_level: &str) -> Result<(), CommandError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never into a pipe or a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match format {

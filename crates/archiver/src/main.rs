@@ -6,8 +6,8 @@ mod commands;
 mod config;
 mod exit;
 mod logging;
-mod progress;
 mod metrics;
+mod progress;
 mod worker;
 
 use std::process::ExitCode;
@@ -43,8 +43,25 @@ async fn run(cli: Cli) -> Result<exit::Outcome, CommandError> {
         Command::Get { key, output, settings } => commands::get::run(&key, output.as_deref(), &settings).await,
         Command::Worker { settings } => commands::worker::run(&settings).await,
         Command::Topology { settings } => commands::topology::run(&settings).await,
-        Command::Refetch { session_ids, tenant, enqueue, dry_run, force, from_dlq, limit, settings } => {
-            let options = commands::refetch::Options { session_ids, tenant, enqueue, dry_run, force, from_dlq, limit };
+        Command::Refetch {
+            session_ids,
+            tenant,
+            enqueue,
+            dry_run,
+            force,
+            from_dlq,
+            limit,
+            settings,
+        } => {
+            let options = commands::refetch::Options {
+                session_ids,
+                tenant,
+                enqueue,
+                dry_run,
+                force,
+                from_dlq,
+                limit,
+            };
             commands::refetch::run(options, &settings).await
         }
     }

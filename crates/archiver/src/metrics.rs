@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
+use media::MediaKind;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use media::MediaKind;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -52,11 +52,14 @@ pub const READY: &str = "archiver_ready";
 pub const BUILD_INFO: &str = "archiver_build_info";
 
 /// Short stages (a part of one event) span milliseconds to the per-fetch deadline.
-const STAGE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+const STAGE_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
 /// Ages and times left are measured against the 60-minute URL lifetime: fine-grained where
 /// an operator must act (the last ten minutes), coarse elsewhere.
-const LIFETIME_BUCKETS: &[f64] =
-    &[5.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0, 3000.0, 3300.0, 3500.0, 3600.0];
+const LIFETIME_BUCKETS: &[f64] = &[
+    5.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2400.0, 3000.0, 3300.0, 3500.0, 3600.0,
+];
 
 /// How an event ended, as the `outcome` label of [`EVENTS`] and [`EVENT_DURATION`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,12 +159,28 @@ fn recorder_builder() -> PrometheusBuilder {
 fn describe() {
     describe_counter!(EVENTS, Unit::Count, "Report events finished, by outcome.");
     describe_counter!(MEDIA, Unit::Count, "Media finished, by kind and manifest status.");
-    describe_counter!(FETCH_ATTEMPTS, Unit::Count, "Media fetch attempts started, first attempts included.");
-    describe_counter!(FETCH_RETRIES, Unit::Count, "Media fetch attempts that retried an earlier failure.");
+    describe_counter!(
+        FETCH_ATTEMPTS,
+        Unit::Count,
+        "Media fetch attempts started, first attempts included."
+    );
+    describe_counter!(
+        FETCH_RETRIES,
+        Unit::Count,
+        "Media fetch attempts that retried an earlier failure."
+    );
     describe_counter!(STORED_BYTES, Unit::Bytes, "Bytes of media written to S3.");
     describe_histogram!(STAGE_DURATION, Unit::Seconds, "Time spent per stage of one media.");
-    describe_histogram!(EVENT_DURATION, Unit::Seconds, "Time from receipt of an event to its outcome.");
-    describe_histogram!(EVENT_AGE, Unit::Seconds, "Age of an event when received, from issued_at or the AMQP timestamp.");
+    describe_histogram!(
+        EVENT_DURATION,
+        Unit::Seconds,
+        "Time from receipt of an event to its outcome."
+    );
+    describe_histogram!(
+        EVENT_AGE,
+        Unit::Seconds,
+        "Age of an event when received, from issued_at or the AMQP timestamp."
+    );
     describe_histogram!(
         URL_TIME_LEFT,
         Unit::Seconds,
@@ -226,11 +245,14 @@ impl EventMetrics {
         let expiry = archive::event_expiry(event, received, url_ttl);
         let face = &event.face;
         let media_expiry = |url: Option<&url::Url>| url.map(|url| archive::media_expiry(expiry, url));
-        Self::start(age, [
-            media_expiry(face.source_image.as_ref()),
-            media_expiry(face.target_image.as_ref()),
-            media_expiry(face.video_url.as_ref()),
-        ])
+        Self::start(
+            age,
+            [
+                media_expiry(face.source_image.as_ref()),
+                media_expiry(face.target_image.as_ref()),
+                media_expiry(face.video_url.as_ref()),
+            ],
+        )
     }
 
     /// An event that could not be parsed has arrived (it will be dead-lettered).
@@ -466,10 +488,16 @@ fn respond<B>(request: &Request<B>, handle: &PrometheusHandle, readiness: &Readi
             if readiness.is_ready() {
                 text(StatusCode::OK, "ready\n".into())
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", readiness.not_ready_reasons().join(", ")))
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", readiness.not_ready_reasons().join(", ")),
+                )
             }
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n".into()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n".into(),
+        ),
     }
 }
 
@@ -500,15 +528,28 @@ mod tests {
     #[tokio::test]
     async fn endpoints_answer_health_readiness_and_metrics() {
         let readiness = Readiness::new();
-        let server = serve("127.0.0.1:0".parse().unwrap(), readiness.clone()).await.expect("binds port 0");
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().unwrap();
+        let server = serve("127.0.0.1:0".parse().unwrap(), readiness.clone())
+            .await
+            .expect("binds port 0");
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
 
         assert_eq!(get(&client, &server, "/healthz").await.0, 200);
         assert_eq!(get(&client, &server, "/nope").await.0, 404);
 
         // Readiness needs the broker and the store, and is lost while draining.
         let cases: &[(&str, bool, bool, bool, u16, &str)] = &[
-            ("nothing connected", false, false, false, 503, "broker not connected, store not reachable"),
+            (
+                "nothing connected",
+                false,
+                false,
+                false,
+                503,
+                "broker not connected, store not reachable",
+            ),
             ("broker only", true, false, false, 503, "store not reachable"),
             ("store only", false, true, false, 503, "broker not connected"),
             ("both", true, true, false, 200, "ready"),
@@ -544,8 +585,14 @@ mod tests {
             // 400 s old at receipt.
             ("archiver_event_age_seconds_bucket{le=\"600\"}", 1.0),
             ("archiver_event_age_seconds_bucket{le=\"300\"}", 0.0),
-            ("archiver_stage_duration_seconds_count{stage=\"media\",kind=\"video\"}", 1.0),
-            ("archiver_stage_duration_seconds_count{stage=\"media\",kind=\"source\"}", 0.0),
+            (
+                "archiver_stage_duration_seconds_count{stage=\"media\",kind=\"video\"}",
+                1.0,
+            ),
+            (
+                "archiver_stage_duration_seconds_count{stage=\"media\",kind=\"source\"}",
+                0.0,
+            ),
             ("archiver_event_duration_seconds_count{outcome=\"archived\"}", 1.0),
         ];
         let before = get(&client, &server, "/metrics").await.1;
@@ -561,7 +608,10 @@ mod tests {
                           "target_image": "https://media.example/t.jpg", "video_url": "https://media.example/v.mp4"}}}}"#
         );
         let event = archive::parse_event(body.as_bytes()).expect("a valid event");
-        let received = archive::Received { amqp_timestamp: None, received_at: OffsetDateTime::now_utc() };
+        let received = archive::Received {
+            amqp_timestamp: None,
+            received_at: OffsetDateTime::now_utc(),
+        };
         let observer = EventMetrics::for_event(&event, &received, Duration::from_secs(3600));
         let progress: &dyn archive::ProgressObserver = observer.as_ref();
         progress.attempt_started(MediaKind::Video);
@@ -582,7 +632,10 @@ mod tests {
         assert_eq!(status, 200);
         for (name, delta) in series {
             let change = value(&after, name) - value(&before, name);
-            assert_eq!(change, *delta, "{name} changed by {change}, expected {delta}, in:\n{after}");
+            assert_eq!(
+                change, *delta,
+                "{name} changed by {change}, expected {delta}, in:\n{after}"
+            );
         }
         for expected in [
             "archiver_build_info{version=",

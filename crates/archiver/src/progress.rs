@@ -42,7 +42,11 @@ impl Progress {
     }
 
     pub fn session_finished(&self, report: &SessionReport) {
-        let who = if report.session_id.is_empty() { "(unreadable event)" } else { &report.session_id };
+        let who = if report.session_id.is_empty() {
+            "(unreadable event)"
+        } else {
+            &report.session_id
+        };
         let mut line = format!("{who}: {}", report.outcome);
         if let Some(reason) = &report.reason {
             line.push_str(&format!(" ({reason})"));
@@ -102,15 +106,24 @@ fn label(kind: MediaKind) -> &'static str {
 impl ProgressObserver for SessionObserver {
     fn attempt_started(&self, kind: MediaKind) {
         let bar = self.bars.as_ref().map(|bars| {
-            let style = ProgressStyle::with_template("{prefix:.bold} {spinner} {bytes:>10} {bytes_per_sec:>12} {elapsed:>4} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner());
+            let style = ProgressStyle::with_template(
+                "{prefix:.bold} {spinner} {bytes:>10} {bytes_per_sec:>12} {elapsed:>4} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
             let bar = bars.add(ProgressBar::new_spinner().with_style(style));
             bar.set_prefix(format!("{} {:<12}", short(&self.session_id), label(kind)));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
         let mut media = self.media.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(previous) = media.insert(kind, MediaState { bar, bytes: 0, started: Instant::now() }) {
+        if let Some(previous) = media.insert(
+            kind,
+            MediaState {
+                bar,
+                bytes: 0,
+                started: Instant::now(),
+            },
+        ) {
             if let Some(bar) = previous.bar {
                 bar.finish_with_message("retrying");
             }
@@ -130,8 +143,14 @@ impl ProgressObserver for SessionObserver {
     fn finished(&self, kind: MediaKind, status: &'static str) {
         let mut media = self.media.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = media.remove(&kind);
-        let (bytes, elapsed) = state.as_ref().map_or((0, Duration::ZERO), |state| (state.bytes, state.started.elapsed()));
-        let rate = if elapsed.as_secs_f64() > 0.0 { bytes as f64 / elapsed.as_secs_f64() / 1e6 } else { 0.0 };
+        let (bytes, elapsed) = state
+            .as_ref()
+            .map_or((0, Duration::ZERO), |state| (state.bytes, state.started.elapsed()));
+        let rate = if elapsed.as_secs_f64() > 0.0 {
+            bytes as f64 / elapsed.as_secs_f64() / 1e6
+        } else {
+            0.0
+        };
         let line = format!(
             "{}: {} {status} ({bytes} bytes in {:.2} s, {rate:.1} MB/s)",
             self.session_id,

@@ -9,22 +9,13 @@ pub enum MediaError {
     Empty,
     /// The bytes are not the required format; `found` names what they look like.
     #[error("not {} {expected}: {found}", article(expected))]
-    WrongFormat {
-        expected: &'static str,
-        found: String,
-    },
+    WrongFormat { expected: &'static str, found: String },
     /// The file ended before its structure was complete.
     #[error("truncated {format}: {detail}")]
-    Truncated {
-        format: &'static str,
-        detail: String,
-    },
+    Truncated { format: &'static str, detail: String },
     /// The structure is damaged or self-contradictory (box sizes that lie, bad markers).
     #[error("malformed {format}: {detail}")]
-    Malformed {
-        format: &'static str,
-        detail: String,
-    },
+    Malformed { format: &'static str, detail: String },
     /// A source image above the bound.
     #[error("{width}x{height} exceeds the maximum of {max_long}x{max_short}")]
     TooLarge {

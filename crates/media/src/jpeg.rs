@@ -97,9 +97,7 @@ impl JpegScanner {
             (State::Entropy | State::EntropyMarker, Some(_)) => {
                 "the file ends inside the scan data, without an end-of-image marker"
             }
-            (State::Segment { .. } | State::Length { .. }, Some(_)) => {
-                "the file ends inside a segment"
-            }
+            (State::Segment { .. } | State::Length { .. }, Some(_)) => "the file ends inside a segment",
             _ => "the file ends without an end-of-image marker",
         };
         Err(MediaError::Truncated {
@@ -134,9 +132,7 @@ impl JpegScanner {
             State::Prefix => unreachable_state(),
             State::Marker => {
                 if byte != 0xFF {
-                    return Err(
-                        self.malformed(format!("expected a marker, found byte 0x{byte:02x}"))
-                    );
+                    return Err(self.malformed(format!("expected a marker, found byte 0x{byte:02x}")));
                 }
                 self.state = State::MarkerCode;
                 Ok(1)
@@ -163,9 +159,7 @@ impl JpegScanner {
                 }
                 let total = u16::from_be_bytes(length);
                 if total < 2 {
-                    return Err(self.malformed(format!(
-                        "segment 0x{marker:02x} declares a length of {total}"
-                    )));
+                    return Err(self.malformed(format!("segment 0x{marker:02x} declares a length of {total}")));
                 }
                 self.state = State::Segment {
                     marker,
@@ -233,9 +227,7 @@ impl JpegScanner {
             0xD8 => return Err(self.malformed("a second start-of-image marker".to_string())),
             0xD9 => {
                 if self.frame.is_none() {
-                    return Err(
-                        self.malformed("end-of-image marker before the frame header".to_string())
-                    );
+                    return Err(self.malformed("end-of-image marker before the frame header".to_string()));
                 }
                 if !self.seen_scan {
                     return Err(self.malformed("end-of-image marker before any scan".to_string()));
@@ -283,13 +275,7 @@ impl JpegScanner {
         Ok(())
     }
 
-    fn on_frame_header(
-        &mut self,
-        start: u64,
-        marker: u8,
-        len: u16,
-        head: &[u8],
-    ) -> Result<(), MediaError> {
+    fn on_frame_header(&mut self, start: u64, marker: u8, len: u16, head: &[u8]) -> Result<(), MediaError> {
         if self.frame.is_some() {
             return Err(malformed_at(start, "a second frame header".to_string()));
         }
@@ -326,10 +312,7 @@ impl JpegScanner {
 
     fn on_scan_header(&mut self, start: u64, len: u16, head: &[u8]) -> Result<(), MediaError> {
         if self.frame.is_none() {
-            return Err(malformed_at(
-                start,
-                "scan before the frame header".to_string(),
-            ));
+            return Err(malformed_at(start, "scan before the frame header".to_string()));
         }
         let components = head.first().copied().unwrap_or(0);
         let needed = 1 + 2 * u16::from(components) + 3;

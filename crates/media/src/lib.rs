@@ -176,11 +176,7 @@ impl Validator {
 }
 
 /// Validates a whole file held in memory (a convenience for the CLI and tests).
-pub fn validate_bytes(
-    kind: MediaKind,
-    limits: &Limits,
-    bytes: &[u8],
-) -> Result<Verdict, MediaError> {
+pub fn validate_bytes(kind: MediaKind, limits: &Limits, bytes: &[u8]) -> Result<Verdict, MediaError> {
     let mut validator = Validator::new(kind, limits);
     validator.feed(bytes)?;
     validator.finish()

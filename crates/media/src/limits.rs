@@ -68,11 +68,7 @@ impl std::str::FromStr for Dimensions {
 /// above any phone camera's and any video frame's side.
 pub const MAX_IMAGE_SIDE: u32 = 16384;
 
-pub(crate) fn check_image(
-    kind: MediaKind,
-    dims: Dimensions,
-    limits: &Limits,
-) -> Result<(), MediaError> {
+pub(crate) fn check_image(kind: MediaKind, dims: Dimensions, limits: &Limits) -> Result<(), MediaError> {
     match kind {
         MediaKind::Source => {
             let max = limits.source_max;

@@ -43,8 +43,7 @@ const MAX_TRACKS: usize = 64;
 
 /// Brands that make an ISO-BMFF file an MP4 (see the module documentation).
 const MP4_BRANDS: &[&[u8; 4]] = &[
-    b"isom", b"mp41", b"mp42", b"mp71", b"avc1", b"dash", b"msdh", b"msix", b"M4V ", b"M4VH",
-    b"M4VP", b"f4v ", b"mmp4",
+    b"isom", b"mp41", b"mp42", b"mp71", b"avc1", b"dash", b"msdh", b"msix", b"M4V ", b"M4VH", b"M4VP", b"f4v ", b"mmp4",
 ];
 
 fn is_mp4_brand(brand: &[u8]) -> bool {
@@ -169,24 +168,21 @@ impl Mp4Scanner {
                 )));
             }
             State::Skip { .. } | State::Hold { .. } | State::Prefix => {
-                let detail =
-                    match self.current {
-                        Some(info) => format!(
+                let detail = match self.current {
+                    Some(info) => format!(
                         "the file ends inside the '{}' box at byte {} ({} of its {} bytes missing)",
                         fourcc(&info.kind),
                         info.start,
                         info.start.saturating_add(info.size).saturating_sub(self.offset),
                         info.size
                     ),
-                        None => "the file ends inside a box".to_string(),
-                    };
+                    None => "the file ends inside a box".to_string(),
+                };
                 return Err(truncated(detail));
             }
         }
         if !self.seen_ftyp {
-            return Err(truncated(
-                "the file ends before its file-type box (ftyp)".to_string(),
-            ));
+            return Err(truncated("the file ends before its file-type box (ftyp)".to_string()));
         }
         self.duration()
     }
@@ -204,26 +200,17 @@ impl Mp4Scanner {
                 found: describe(head),
             });
         }
-        self.state = State::Header {
-            buf: [0; 16],
-            have: 0,
-        };
+        self.state = State::Header { buf: [0; 16], have: 0 };
         self.walk(head)
     }
 
     /// One step of the walk: see [`Walker::step`].
     fn step_state(&mut self, bytes: &[u8]) -> Result<usize, MediaError> {
         match &mut self.state {
-            State::Prefix => Err(malformed(
-                "internal: scanner used before its start".to_string(),
-            )),
+            State::Prefix => Err(malformed("internal: scanner used before its start".to_string())),
             State::Header { buf, have } => {
                 let header_start = self.offset.saturating_sub(*have as u64);
-                let want = if *have >= 4 && buf[..4] == [0, 0, 0, 1] {
-                    16
-                } else {
-                    8
-                };
+                let want = if *have >= 4 && buf[..4] == [0, 0, 0, 1] { 16 } else { 8 };
                 let take = (want - *have).min(bytes.len());
                 buf[*have..*have + take].copy_from_slice(&bytes[..take]);
                 *have += take;
@@ -237,29 +224,18 @@ impl Mp4Scanner {
                 Ok(take)
             }
             State::Skip { remaining } => {
-                let take = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(bytes.len());
+                let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(bytes.len());
                 *remaining -= take as u64;
                 if *remaining == 0 {
-                    self.state = State::Header {
-                        buf: [0; 16],
-                        have: 0,
-                    };
+                    self.state = State::Header { buf: [0; 16], have: 0 };
                 }
                 Ok(take)
             }
             State::SkipToEnd => Ok(bytes.len()),
-            State::Hold {
-                held,
-                remaining,
-                buf,
-            } => {
+            State::Hold { held, remaining, buf } => {
                 let held = *held;
                 let take = match remaining {
-                    Some(left) => usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len()),
+                    Some(left) => usize::try_from(*left).unwrap_or(usize::MAX).min(bytes.len()),
                     None => {
                         let cap = held_cap(held);
                         if (buf.len() as u64).saturating_add(bytes.len() as u64) > cap {
@@ -273,10 +249,7 @@ impl Mp4Scanner {
                     *left -= take as u64;
                     if *left == 0 {
                         let buf = std::mem::take(buf);
-                        self.state = State::Header {
-                            buf: [0; 16],
-                            have: 0,
-                        };
+                        self.state = State::Header { buf: [0; 16], have: 0 };
                         self.parse_held(held, &buf)?;
                     }
                 }
@@ -307,18 +280,13 @@ impl Mp4Scanner {
         let payload = size.map(|s| s - header_len);
         let held = match &kind {
             b"ftyp" if !self.seen_ftyp => Some(Held::Ftyp),
-            b"moov" if self.movie.is_some() => {
-                return Err(malformed(format!("a second 'moov' box at byte {start}")))
-            }
+            b"moov" if self.movie.is_some() => return Err(malformed(format!("a second 'moov' box at byte {start}"))),
             b"moov" => Some(Held::Moov),
             b"moof" => Some(Held::Moof),
             _ if !self.seen_ftyp => {
                 return Err(MediaError::WrongFormat {
                     expected: FORMAT,
-                    found: format!(
-                        "its first box is '{}', not a file-type box (ftyp)",
-                        fourcc(&kind)
-                    ),
+                    found: format!("its first box is '{}', not a file-type box (ftyp)", fourcc(&kind)),
                 })
             }
             _ => None,
@@ -339,18 +307,10 @@ impl Mp4Scanner {
             }
         };
         match (&self.state, payload) {
-            (State::Skip { .. }, Some(0)) => {
-                self.state = State::Header {
-                    buf: [0; 16],
-                    have: 0,
-                }
-            }
+            (State::Skip { .. }, Some(0)) => self.state = State::Header { buf: [0; 16], have: 0 },
             (State::Hold { held, .. }, Some(0)) => {
                 let held = *held;
-                self.state = State::Header {
-                    buf: [0; 16],
-                    have: 0,
-                };
+                self.state = State::Header { buf: [0; 16], have: 0 };
                 self.parse_held(held, &[])?;
             }
             _ => {}
@@ -411,19 +371,14 @@ impl Mp4Scanner {
             if let Some(fragments) = self.fragments.iter().find(|f| f.id == track.id) {
                 ticks = ticks.saturating_add(fragments.ticks);
                 if fragments.trex_samples > 0 {
-                    let default = movie
-                        .trex
-                        .iter()
-                        .find(|(id, _)| *id == track.id)
-                        .map(|(_, d)| *d);
+                    let default = movie.trex.iter().find(|(id, _)| *id == track.id).map(|(_, d)| *d);
                     let Some(default) = default.filter(|d| *d > 0) else {
                         return Err(malformed(format!(
                             "the fragments of track {} give no sample durations (no default in 'tfhd' or 'trex')",
                             track.id
                         )));
                     };
-                    ticks = ticks
-                        .saturating_add(fragments.trex_samples.saturating_mul(u64::from(default)));
+                    ticks = ticks.saturating_add(fragments.trex_samples.saturating_mul(u64::from(default)));
                 }
             }
             longest = longest.max(seconds(ticks, track.timescale));
@@ -490,17 +445,11 @@ fn too_big_to_hold(held: Held, cap: u64) -> MediaError {
 }
 
 fn malformed(detail: String) -> MediaError {
-    MediaError::Malformed {
-        format: FORMAT,
-        detail,
-    }
+    MediaError::Malformed { format: FORMAT, detail }
 }
 
 fn truncated(detail: String) -> MediaError {
-    MediaError::Truncated {
-        format: FORMAT,
-        detail,
-    }
+    MediaError::Truncated { format: FORMAT, detail }
 }
 
 /// A box type for messages: printable ASCII as is, anything else as `?`.
@@ -543,9 +492,7 @@ fn check_brands(payload: &[u8]) -> Result<(), MediaError> {
         )));
     }
     // The major brand, then (after the 4-byte minor version) the compatible brands.
-    let brands: Vec<&[u8]> = std::iter::once(&payload[..4])
-        .chain(payload[8..].chunks(4))
-        .collect();
+    let brands: Vec<&[u8]> = std::iter::once(&payload[..4]).chain(payload[8..].chunks(4)).collect();
     if brands.iter().any(|b| is_mp4_brand(b)) {
         return Ok(());
     }
@@ -562,10 +509,7 @@ fn check_brands(payload: &[u8]) -> Result<(), MediaError> {
     };
     Err(MediaError::WrongFormat {
         expected: FORMAT,
-        found: format!(
-            "{what} with brands {}, none of them an mp4 brand",
-            names.join(", ")
-        ),
+        found: format!("{what} with brands {}, none of them an mp4 brand", names.join(", ")),
     })
 }
 
@@ -577,11 +521,7 @@ struct Children<'a> {
 }
 
 fn children<'a>(parent: &'static str, data: &'a [u8]) -> Children<'a> {
-    Children {
-        parent,
-        data,
-        pos: 0,
-    }
+    Children { parent, data, pos: 0 }
 }
 
 impl<'a> Iterator for Children<'a> {
@@ -619,15 +559,11 @@ impl<'a> Children<'a> {
             Some(BoxSize::Bytes(size)) => size,
             Some(BoxSize::ToEnd) => {
                 return Err(malformed(format!(
-                "box '{}' inside '{parent}' declares size 0, which only a last top-level box may",
-                fourcc(&kind)
-            )))
-            }
-            None => {
-                return Err(malformed(format!(
-                    "the '{parent}' box ends inside a box header"
+                    "box '{}' inside '{parent}' declares size 0, which only a last top-level box may",
+                    fourcc(&kind)
                 )))
             }
+            None => return Err(malformed(format!("the '{parent}' box ends inside a box header"))),
         };
         if size < header_len as u64 {
             return Err(malformed(format!(
@@ -662,10 +598,7 @@ impl<'a> Fields<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], MediaError> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|end| *end <= self.data.len());
+        let end = self.pos.checked_add(n).filter(|end| *end <= self.data.len());
         let Some(end) = end else {
             return Err(malformed(format!(
                 "the '{}' box is too short for its fields",
@@ -688,9 +621,7 @@ impl<'a> Fields<'a> {
 
     fn u64(&mut self) -> Result<u64, MediaError> {
         let b = self.take(8)?;
-        Ok(u64::from_be_bytes([
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
-        ]))
+        Ok(u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
 
     /// A full box's version and 24-bit flags.
@@ -716,11 +647,7 @@ impl<'a> Fields<'a> {
 /// An all-ones duration means "unknown" (as written for fragmented movies): treat it as
 /// absent, so the fragments decide.
 fn known_duration(duration: u64, version: u8) -> u64 {
-    let unknown = if version == 1 {
-        u64::MAX
-    } else {
-        u64::from(u32::MAX)
-    };
+    let unknown = if version == 1 { u64::MAX } else { u64::from(u32::MAX) };
     if duration == unknown {
         0
     } else {
@@ -741,17 +668,13 @@ fn parse_moov(payload: &[u8]) -> Result<Movie, MediaError> {
                 movie.timescale = f.u32()?;
                 movie.duration = known_duration(f.u32_or_u64(version)?, version);
                 if movie.timescale == 0 {
-                    return Err(malformed(
-                        "the movie header (mvhd) has a timescale of 0".to_string(),
-                    ));
+                    return Err(malformed("the movie header (mvhd) has a timescale of 0".to_string()));
                 }
                 seen_mvhd = true;
             }
             b"trak" => {
                 if movie.tracks.len() >= MAX_TRACKS {
-                    return Err(malformed(format!(
-                        "the movie has more than {MAX_TRACKS} tracks"
-                    )));
+                    return Err(malformed(format!("the movie has more than {MAX_TRACKS} tracks")));
                 }
                 movie.tracks.push(parse_trak(body)?);
             }
@@ -763,9 +686,7 @@ fn parse_moov(payload: &[u8]) -> Result<Movie, MediaError> {
         }
     }
     if !seen_mvhd {
-        return Err(malformed(
-            "the movie box (moov) has no movie header (mvhd)".to_string(),
-        ));
+        return Err(malformed("the movie box (moov) has no movie header (mvhd)".to_string()));
     }
     Ok(movie)
 }
@@ -799,9 +720,7 @@ fn parse_trak(payload: &[u8]) -> Result<Track, MediaError> {
         }
     }
     let Some(id) = id else {
-        return Err(malformed(
-            "a track (trak) without a track header (tkhd)".to_string(),
-        ));
+        return Err(malformed("a track (trak) without a track header (tkhd)".to_string()));
     };
     let Some((timescale, duration)) = media else {
         return Err(malformed(format!("track {id} has no media header (mdhd)")));
@@ -902,16 +821,11 @@ fn parse_traf(payload: &[u8], fragments: &mut Vec<FragmentTrack>) -> Result<(), 
     Ok(())
 }
 
-fn fragment_track(
-    fragments: &mut Vec<FragmentTrack>,
-    id: u32,
-) -> Result<&mut FragmentTrack, MediaError> {
+fn fragment_track(fragments: &mut Vec<FragmentTrack>, id: u32) -> Result<&mut FragmentTrack, MediaError> {
     let index = match fragments.iter().position(|f| f.id == id) {
         Some(index) => index,
         None if fragments.len() >= MAX_TRACKS => {
-            return Err(malformed(format!(
-                "fragments for more than {MAX_TRACKS} tracks"
-            )));
+            return Err(malformed(format!("fragments for more than {MAX_TRACKS} tracks")));
         }
         None => {
             fragments.push(FragmentTrack {
@@ -924,11 +838,7 @@ fn fragment_track(
     Ok(&mut fragments[index])
 }
 
-fn add_trun(
-    body: &[u8],
-    tfhd_default: Option<u32>,
-    sums: &mut FragmentTrack,
-) -> Result<(), MediaError> {
+fn add_trun(body: &[u8], tfhd_default: Option<u32>, sums: &mut FragmentTrack) -> Result<(), MediaError> {
     let mut f = Fields::new("trun", body);
     let (_, flags) = f.version_and_flags()?;
     let sample_count = f.u32()?;
@@ -954,9 +864,7 @@ fn add_trun(
             sums.ticks = sums.ticks.saturating_add(u64::from(duration));
         }
     } else if let Some(default) = tfhd_default {
-        sums.ticks = sums
-            .ticks
-            .saturating_add(u64::from(sample_count) * u64::from(default));
+        sums.ticks = sums.ticks.saturating_add(u64::from(sample_count) * u64::from(default));
     } else {
         sums.trex_samples = sums.trex_samples.saturating_add(u64::from(sample_count));
     }

@@ -22,10 +22,7 @@ pub fn sniff(bytes: &[u8]) -> &'static str {
         "gif"
     } else if at(4, b"ftyp") {
         "mp4/iso-bmff"
-    } else if [b"moov", b"mdat", b"wide", b"free", b"skip"]
-        .iter()
-        .any(|t| at(4, *t))
-    {
+    } else if [b"moov", b"mdat", b"wide", b"free", b"skip"].iter().any(|t| at(4, *t)) {
         // Old QuickTime files start with a movie box and no `ftyp`.
         "quicktime"
     } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {

@@ -4,9 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
@@ -36,17 +34,10 @@ impl Amqp {
 
     /// Connects to another broker than the stack's (a test's private node).
     pub async fn connect_to(url: &str) -> Amqp {
-        let connection = bounded(
-            "connect",
-            Connection::connect(url, ConnectionProperties::default()),
-        )
-        .await;
+        let connection = bounded("connect", Connection::connect(url, ConnectionProperties::default())).await;
         let channel = bounded("open channel", connection.create_channel()).await;
         bounded("confirm select", channel.confirm_select(Default::default())).await;
-        Amqp {
-            connection,
-            channel,
-        }
+        Amqp { connection, channel }
     }
 
     pub fn channel(&self) -> &Channel {
@@ -55,13 +46,7 @@ impl Amqp {
 
     /// Publishes `body` to `exchange` (`""`: the default exchange, routing to the queue
     /// named `routing_key`) and waits for the broker's confirm.
-    pub async fn publish(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) {
+    pub async fn publish(&self, exchange: &str, routing_key: &str, body: &[u8], properties: BasicProperties) {
         let confirm = bounded(
             "publish",
             self.channel.basic_publish(
@@ -137,25 +122,16 @@ impl Amqp {
     }
 
     /// Takes one message from `queue` (acknowledged), polling until `timeout`.
-    pub async fn get(
-        &self,
-        queue: &str,
-        timeout: Duration,
-    ) -> Option<lapin::message::BasicGetMessage> {
+    pub async fn get(&self, queue: &str, timeout: Duration) -> Option<lapin::message::BasicGetMessage> {
         let deadline = Instant::now() + timeout;
         loop {
             let message = bounded(
                 "basic.get",
-                self.channel
-                    .basic_get(queue.into(), BasicGetOptions::default()),
+                self.channel.basic_get(queue.into(), BasicGetOptions::default()),
             )
             .await;
             if let Some(message) = message {
-                bounded(
-                    "ack",
-                    message.delivery.acker.ack(BasicAckOptions::default()),
-                )
-                .await;
+                bounded("ack", message.delivery.acker.ack(BasicAckOptions::default())).await;
                 return Some(message);
             }
             if Instant::now() >= deadline {

@@ -34,9 +34,17 @@ impl TestMedia {
         MEDIA.get_or_init(|| {
             let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("archive-test-media");
             std::fs::create_dir_all(&dir).expect("create the test media directory");
-            let image = |name: &str, size: &str| make(&dir, name, &["-f", "lavfi", "-i", &format!("testsrc=size={size}"), "-frames:v", "1"]);
+            let image = |name: &str, size: &str| {
+                make(
+                    &dir,
+                    name,
+                    &["-f", "lavfi", "-i", &format!("testsrc=size={size}"), "-frames:v", "1"],
+                )
+            };
             let video = |name: &str, input: &str, secs: &str, quality: &[&str]| {
-                let mut args = vec!["-f", "lavfi", "-i", input, "-t", secs, "-c:v", "mpeg4", "-pix_fmt", "yuv420p"];
+                let mut args = vec![
+                    "-f", "lavfi", "-i", input, "-t", secs, "-c:v", "mpeg4", "-pix_fmt", "yuv420p",
+                ];
                 args.extend_from_slice(quality);
                 make(&dir, name, &args)
             };
@@ -77,11 +85,21 @@ fn make(dir: &Path, name: &str, args: &[&str]) -> Bytes {
 /// A fresh session id in upper case (the archiver must store it lower-case).
 pub fn new_session_id() -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
     let count = COUNTER.fetch_add(1, Ordering::Relaxed) as u128;
     let mixed = nanos ^ (count << 100) ^ ((std::process::id() as u128) << 64);
     let hex = format!("{mixed:032X}");
-    format!("{}-{}-4{}-A{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-A{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 /// The three URLs of an event (`None` is JSON `null`).

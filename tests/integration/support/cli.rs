@@ -38,8 +38,7 @@ pub trait ArchiverEnv {
 
 impl ArchiverEnv for Command {
     fn media_server(&mut self, server: &MediaServer) -> &mut Self {
-        self.source_ca(server.ca_file())
-            .allowed_hosts(&server.authority())
+        self.source_ca(server.ca_file()).allowed_hosts(&server.authority())
     }
 
     fn source_ca(&mut self, ca_file: &Path) -> &mut Self {
@@ -173,9 +172,7 @@ impl Running {
 
     fn collect(&mut self, status: ExitStatus) -> Output {
         let join = |handle: Option<std::thread::JoinHandle<Vec<u8>>>| {
-            handle
-                .map(|h| h.join().unwrap_or_default())
-                .unwrap_or_default()
+            handle.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
         };
         Output {
             status,

@@ -31,8 +31,7 @@ use super::tls::TestCa;
 /// ever contain it (media URLs' query strings are credentials).
 pub const SECRET_QUERY_MARKER: &str = "SECRETCRED";
 /// The fake signature in every URL's query string; as secret as the credential.
-pub const SECRET_SIGNATURE: &str =
-    "deadbeefcafe0123456789abcdef0123456789abcdef0123456789abcdef0123";
+pub const SECRET_SIGNATURE: &str = "deadbeefcafe0123456789abcdef0123456789abcdef0123456789abcdef0123";
 
 /// The body of every 403: what S3 says for an expired presigned URL.
 pub const EXPIRED_BODY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>";
@@ -128,15 +127,9 @@ impl MediaServer {
         Self::spawn(config, file, Some(ca))
     }
 
-    fn spawn(
-        config: Arc<rustls::ServerConfig>,
-        ca_file: std::path::PathBuf,
-        ca: Option<TestCa>,
-    ) -> MediaServer {
+    fn spawn(config: Arc<rustls::ServerConfig>, ca_file: std::path::PathBuf, ca: Option<TestCa>) -> MediaServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind media server");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        listener.set_nonblocking(true).expect("nonblocking listener");
         let port = listener.local_addr().expect("media server address").port();
         let state = Arc::new(Mutex::new(State::default()));
         let (shutdown, mut stop) = tokio::sync::oneshot::channel::<()>();
@@ -227,23 +220,13 @@ impl MediaServer {
 
     /// Sets (or replaces) what `path` does. Unknown paths answer 404.
     pub fn route(&self, path: &str, behaviour: Behaviour) -> &Self {
-        self.state
-            .lock()
-            .unwrap()
-            .routes
-            .insert(path.to_string(), behaviour);
+        self.state.lock().unwrap().routes.insert(path.to_string(), behaviour);
         self
     }
 
     /// Requests received for `path` (any method, any query).
     pub fn hits(&self, path: &str) -> usize {
-        self.state
-            .lock()
-            .unwrap()
-            .hits
-            .get(path)
-            .copied()
-            .unwrap_or(0)
+        self.state.lock().unwrap().hits.get(path).copied().unwrap_or(0)
     }
 
     /// TCP connections accepted (including those whose TLS handshake failed).
@@ -275,18 +258,12 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, state: Arc<Mutex<State>>) {
     let _ = tcp.set_nodelay(true);
-    let Ok(Ok(mut stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-    else {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
         return;
     };
     let mut buffer = Vec::new();
     loop {
-        let request = match tokio::time::timeout(
-            IDLE_TIMEOUT,
-            read_request(&mut stream, &mut buffer),
-        )
-        .await
-        {
+        let request = match tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut stream, &mut buffer)).await {
             Ok(Ok(Some(request))) => request,
             _ => return,
         };
@@ -322,9 +299,7 @@ async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, state: Arc<Mute
 /// Picks the behaviour for the `earlier`-th previous request (sequences, expiry).
 fn resolve(behaviour: &Behaviour, earlier: usize) -> Behaviour {
     match behaviour {
-        Behaviour::Sequence(steps) if !steps.is_empty() => {
-            resolve(&steps[earlier.min(steps.len() - 1)], earlier)
-        }
+        Behaviour::Sequence(steps) if !steps.is_empty() => resolve(&steps[earlier.min(steps.len() - 1)], earlier),
         Behaviour::Sequence(_) => Behaviour::Status(500),
         Behaviour::ExpiresAt { body, at } => {
             if SystemTime::now() < *at {
@@ -394,9 +369,7 @@ async fn read_request<S: AsyncRead + Unpin>(
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// What happens to a connection after a response.
@@ -420,11 +393,7 @@ impl After {
 }
 
 /// Writes the response and says what to do with the connection next.
-async fn respond(
-    stream: &mut TlsStream<TcpStream>,
-    request: &RecordedRequest,
-    behaviour: Behaviour,
-) -> After {
+async fn respond(stream: &mut TlsStream<TcpStream>, request: &RecordedRequest, behaviour: Behaviour) -> After {
     let head_only = request.method.eq_ignore_ascii_case("HEAD");
     let result: std::io::Result<After> = async {
         match behaviour {
@@ -443,14 +412,10 @@ async fn respond(
                 }
                 Ok(After::KeepAlive)
             }
-            Behaviour::Status(code) => Ok(After::from_sent(
-                send_status(stream, request, code, &[]).await,
-            )),
+            Behaviour::Status(code) => Ok(After::from_sent(send_status(stream, request, code, &[]).await)),
             Behaviour::StatusWithRetryAfter(code, secs) => {
                 let extra = [("Retry-After", secs.to_string())];
-                Ok(After::from_sent(
-                    send_status(stream, request, code, &extra).await,
-                ))
+                Ok(After::from_sent(send_status(stream, request, code, &extra).await))
             }
             Behaviour::Redirect(location) => {
                 write_head(stream, 302, &[("Location", location)], Some(0)).await?;
@@ -458,18 +423,13 @@ async fn respond(
             }
             Behaviour::ResetAfter { body, after_bytes } => {
                 write_head(stream, 200, &[], Some(body.len())).await?;
-                stream
-                    .write_all(&body[..after_bytes.min(body.len())])
-                    .await?;
+                stream.write_all(&body[..after_bytes.min(body.len())]).await?;
                 stream.flush().await?;
                 // SO_LINGER 0 makes the close below send a TCP RST instead of a FIN.
                 stream.get_ref().0.set_zero_linger()?;
                 Ok(After::Abort)
             }
-            Behaviour::Trickle {
-                body,
-                bytes_per_sec,
-            } => {
+            Behaviour::Trickle { body, bytes_per_sec } => {
                 write_head(stream, 200, &[], Some(body.len())).await?;
                 stream.flush().await?;
                 if bytes_per_sec == 0 {
@@ -488,13 +448,7 @@ async fn respond(
                 Ok(After::KeepAlive)
             }
             Behaviour::ContentLengthLie { body, declared } => {
-                write_head(
-                    stream,
-                    200,
-                    &[("Content-Length", declared.to_string())],
-                    None,
-                )
-                .await?;
+                write_head(stream, 200, &[("Content-Length", declared.to_string())], None).await?;
                 stream.write_all(&body).await?;
                 Ok(After::Close)
             }
@@ -504,17 +458,9 @@ async fn respond(
                 Ok(After::Close)
             }
             Behaviour::Chunked(body) => {
-                write_head(
-                    stream,
-                    200,
-                    &[("Transfer-Encoding", "chunked".to_string())],
-                    None,
-                )
-                .await?;
+                write_head(stream, 200, &[("Transfer-Encoding", "chunked".to_string())], None).await?;
                 for piece in body.chunks(16 * 1024) {
-                    stream
-                        .write_all(format!("{:x}\r\n", piece.len()).as_bytes())
-                        .await?;
+                    stream.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).await?;
                     stream.write_all(piece).await?;
                     stream.write_all(b"\r\n").await?;
                 }

@@ -62,16 +62,14 @@ impl Stack {
 
     /// One setting; panics if the env file lacks it.
     pub fn var(&self, name: &str) -> &str {
-        self.vars.get(name).unwrap_or_else(|| {
-            panic!("{name} is missing from the stack env file; rerun scripts/stack/up.sh")
-        })
+        self.vars
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} is missing from the stack env file; rerun scripts/stack/up.sh"))
     }
 
     /// The settings to give an archiver process (the whole env file).
     pub fn env_for_archiver(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.vars
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
+        self.vars.iter().map(|(key, value)| (key.as_str(), value.as_str()))
     }
 
     pub fn bucket(&self) -> &str {
@@ -90,9 +88,7 @@ impl Stack {
     /// An S3 client for the stack's bucket, over TLS trusting only the stack's CA.
     pub fn s3(&self) -> S3 {
         let ca = std::fs::read(self.var("ARCHIVER_S3_CA_FILE")).expect("read the stack CA file");
-        let trust = TrustStore::empty()
-            .with_native_roots(false)
-            .with_pem_certificate(ca);
+        let trust = TrustStore::empty().with_native_roots(false).with_pem_certificate(ca);
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
             .tls_context(
@@ -170,11 +166,7 @@ pub fn unique_name(label: &str) -> String {
         .unwrap_or_default()
         .as_nanos();
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{clean}-{:x}-{:x}-{count}",
-        std::process::id(),
-        nanos % (1 << 48)
-    )
+    format!("{clean}-{:x}-{:x}-{count}", std::process::id(), nanos % (1 << 48))
 }
 
 /// Why an S3 call failed: the HTTP status when there was an answer, and the full error.
@@ -192,9 +184,7 @@ where
 {
     fn from(error: aws_sdk_s3::error::SdkError<E, HttpResponse>) -> Self {
         S3Failure {
-            status: error
-                .raw_response()
-                .map(|response| response.status().as_u16()),
+            status: error.raw_response().map(|response| response.status().as_u16()),
             message: aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
         }
     }
@@ -250,13 +240,7 @@ impl S3 {
 
     /// Reads an object without any key: must fail for an SSE-C object.
     pub async fn get_object_plain(&self, key: &str) -> Result<Vec<u8>, S3Failure> {
-        let output = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await?;
+        let output = self.client.get_object().bucket(&self.bucket).key(key).send().await?;
         collect(output.body).await
     }
 
@@ -289,12 +273,8 @@ impl S3 {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.unwrap_or_else(|error| {
-                panic!(
-                    "list {prefix}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&error)
-                )
-            });
+            let page = page
+                .unwrap_or_else(|error| panic!("list {prefix}: {}", aws_sdk_s3::error::DisplayErrorContext(&error)));
             keys.extend(
                 page.contents()
                     .iter()
@@ -315,12 +295,7 @@ impl S3 {
                 .key(key)
                 .send()
                 .await
-                .unwrap_or_else(|error| {
-                    panic!(
-                        "delete {key}: {}",
-                        aws_sdk_s3::error::DisplayErrorContext(&error)
-                    )
-                });
+                .unwrap_or_else(|error| panic!("delete {key}: {}", aws_sdk_s3::error::DisplayErrorContext(&error)));
         }
         keys.len()
     }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -41,8 +41,7 @@ impl TestCa {
             .suffix(".pem")
             .tempfile()
             .expect("create CA temp file");
-        file.write_all(ca_pem.as_bytes())
-            .expect("write CA temp file");
+        file.write_all(ca_pem.as_bytes()).expect("write CA temp file");
         let temp = file.into_temp_path();
         TestCa {
             issuer: Issuer::new(ca_params(), key),
@@ -66,19 +65,14 @@ impl TestCa {
     /// 127.0.0.1 signed by this CA, speaking HTTP/1.1 only.
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let key = KeyPair::generate().expect("generate server key");
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
+        params.distinguished_name.push(DnType::CommonName, "localhost");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign server cert");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign server cert");
         let chain = vec![cert.der().clone()];
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let mut config = rustls::ServerConfig::builder_with_provider(provider())

@@ -31,7 +31,11 @@ pub async fn run(file: &Path, settings: &Settings) -> Result<Outcome, CommandErr
     match archived.disposition {
         Disposition::Done => {
             let all_kept = archived.manifest.as_ref().is_some_and(|manifest| {
-                manifest.media.entries().iter().all(|(_, entry)| matches!(entry, MediaEntry::Stored(_) | MediaEntry::Absent))
+                manifest
+                    .media
+                    .entries()
+                    .iter()
+                    .all(|(_, entry)| matches!(entry, MediaEntry::Stored(_) | MediaEntry::Absent))
             });
             Ok(if all_kept { Outcome::Done } else { Outcome::Partial })
         }
@@ -47,10 +51,15 @@ fn read_input(file: &Path) -> Result<Vec<u8>, CommandError> {
     let result = if file == Path::new("-") {
         std::io::stdin().lock().read_to_end(&mut body).map(|_| ())
     } else {
-        std::fs::File::open(file).and_then(|mut opened| opened.read_to_end(&mut body)).map(|_| ())
+        std::fs::File::open(file)
+            .and_then(|mut opened| opened.read_to_end(&mut body))
+            .map(|_| ())
     };
     result.map_err(|err| {
-        CommandError::usage(format!("cannot read {}: {err}; give a readable event file or `-` for stdin", file.display()))
+        CommandError::usage(format!(
+            "cannot read {}: {err}; give a readable event file or `-` for stdin",
+            file.display()
+        ))
     })?;
     Ok(body)
 }

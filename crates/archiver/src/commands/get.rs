@@ -15,7 +15,9 @@ pub async fn run(key: &str, output: Option<&Path>, settings: &Settings) -> Resul
     logging::init(&settings.log_format)?;
     let archive_config = config::archive_config(settings)?;
     if key.is_empty() || key.starts_with('/') {
-        return Err(CommandError::usage(format!("KEY must be an object key such as face-reports/acme/<session>/source.jpg, got {key:?}")));
+        return Err(CommandError::usage(format!(
+            "KEY must be an object key such as face-reports/acme/<session>/source.jpg, got {key:?}"
+        )));
     }
     let archiver = Archiver::new(archive_config)
         .await

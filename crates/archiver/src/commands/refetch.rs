@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use archive::{Archiver, Disposition, MediaEntry, Manifest, Received, ReportEvent, VendorClient, VendorConfig};
+use archive::{Archiver, Disposition, Manifest, MediaEntry, Received, ReportEvent, VendorClient, VendorConfig};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
@@ -64,12 +64,18 @@ impl SessionReport {
     }
 
     fn failed(session_id: &str, tenant: &str, reason: impl Into<String>) -> Self {
-        SessionReport { reason: Some(reason.into()), ..SessionReport::new(session_id, tenant, "failed") }
+        SessionReport {
+            reason: Some(reason.into()),
+            ..SessionReport::new(session_id, tenant, "failed")
+        }
     }
 
     /// Whether the session needs nothing more from anyone.
     fn is_settled(&self) -> bool {
-        matches!(self.outcome, "archived" | "already-archived" | "enqueued" | "would-fetch")
+        matches!(
+            self.outcome,
+            "archived" | "already-archived" | "enqueued" | "would-fetch"
+        )
     }
 }
 
@@ -103,13 +109,25 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
     let publisher = (options.enqueue || options.from_dlq).then(|| Publisher::new(&settings.amqp_url));
-    let mut context = Context { vendor, archiver, topology, amqp_url: settings.amqp_url.clone(), publisher, options, progress };
+    let mut context = Context {
+        vendor,
+        archiver,
+        topology,
+        amqp_url: settings.amqp_url.clone(),
+        publisher,
+        options,
+        progress,
+    };
 
     let reports = if context.options.from_dlq {
-        drain_dead_letters(&context).await.map_err(|err| CommandError::Failed(err.into()))?
+        drain_dead_letters(&context)
+            .await
+            .map_err(|err| CommandError::Failed(err.into()))?
     } else {
         if context.options.enqueue && !context.options.dry_run {
-            declare_topology(&context).await.map_err(|err| CommandError::Failed(err.into()))?;
+            declare_topology(&context)
+                .await
+                .map_err(|err| CommandError::Failed(err.into()))?;
         }
         let mut reports = Vec::new();
         for session_id in std::mem::take(&mut context.options.session_ids) {
@@ -124,7 +142,11 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
         publisher.close().await;
     }
     context.progress.summary(&summary(&reports));
-    Ok(if reports.iter().all(SessionReport::is_settled) { Outcome::Done } else { Outcome::Partial })
+    Ok(if reports.iter().all(SessionReport::is_settled) {
+        Outcome::Done
+    } else {
+        Outcome::Partial
+    })
 }
 
 fn check_options(options: &Options, problems: &mut Problems) {
@@ -146,17 +168,30 @@ fn check_options(options: &Options, problems: &mut Problems) {
         }
     }
     if !archive::is_valid_tenant(&options.tenant) {
-        problems.push(format!("--tenant must match [a-z0-9][a-z0-9-]{{0,62}}, got {:?}", options.tenant));
+        problems.push(format!(
+            "--tenant must match [a-z0-9][a-z0-9-]{{0,62}}, got {:?}",
+            options.tenant
+        ));
     }
 }
 
 /// The vendor API settings (CONTRACT.md section 7); the media hosts' extra CA is trusted
 /// for the vendor API as well, as both belong to the vendor.
 pub fn vendor_config(settings: &Settings, problems: &mut Problems) -> Option<VendorConfig> {
-    let url = settings.provider_api_url.as_deref().map(str::trim).filter(|url| !url.is_empty());
-    let key = settings.provider_api_key.as_deref().map(str::trim).filter(|key| !key.is_empty());
+    let url = settings
+        .provider_api_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty());
+    let key = settings
+        .provider_api_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|key| !key.is_empty());
     let (Some(url), Some(key)) = (url, key) else {
-        problems.push("ARCHIVER_PROVIDER_API_URL and ARCHIVER_PROVIDER_API_KEY are required to ask the vendor for fresh reports");
+        problems.push(
+            "ARCHIVER_PROVIDER_API_URL and ARCHIVER_PROVIDER_API_KEY are required to ask the vendor for fresh reports",
+        );
         return None;
     };
     let url = match url::Url::parse(url) {
@@ -188,7 +223,9 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
             Err(err) => return SessionReport::failed(&session_id, tenant, format!("cannot read the manifest: {err}")),
         }
     }
-    context.progress.session_started(&session_id, "asking the vendor for a fresh report");
+    context
+        .progress
+        .session_started(&session_id, "asking the vendor for a fresh report");
     let event = match context.vendor.fresh_report(&session_id, tenant).await {
         Ok(event) => event,
         Err(err) => return SessionReport::failed(&session_id, tenant, err.to_string()),
@@ -197,7 +234,9 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
         let mut report = SessionReport::new(&session_id, tenant, "would-fetch");
         report.manifest_key = Some(context.archiver.manifest_key(tenant, &session_id));
         for (name, url) in media_urls(&event) {
-            report.media.insert(name, url.map_or_else(|| "absent".to_string(), archive::redacted));
+            report
+                .media
+                .insert(name, url.map_or_else(|| "absent".to_string(), archive::redacted));
         }
         return report;
     }
@@ -208,7 +247,10 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
         };
     }
     let observer = context.progress.observer(&session_id);
-    let archived = context.archiver.archive_with_progress(&event, &Received::now(), observer).await;
+    let archived = context
+        .archiver
+        .archive_with_progress(&event, &Received::now(), observer)
+        .await;
     let mut report = SessionReport::new(&session_id, tenant, "archived");
     report.manifest_key = Some(archived.manifest_key.clone());
     if let Some(manifest) = &archived.manifest {
@@ -216,10 +258,16 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
     }
     match archived.disposition {
         Disposition::Done if archived.manifest.as_ref().is_some_and(all_kept) => report,
-        Disposition::Done => SessionReport { outcome: "incomplete", reason: Some("a media was rejected".into()), ..report },
-        Disposition::DeadLetter { reason } | Disposition::Retry { reason } => {
-            SessionReport { outcome: "failed", reason: Some(reason), ..report }
-        }
+        Disposition::Done => SessionReport {
+            outcome: "incomplete",
+            reason: Some("a media was rejected".into()),
+            ..report
+        },
+        Disposition::DeadLetter { reason } | Disposition::Retry { reason } => SessionReport {
+            outcome: "failed",
+            reason: Some(reason),
+            ..report
+        },
     }
 }
 
@@ -234,15 +282,28 @@ fn media_urls(event: &ReportEvent) -> [(&'static str, Option<&url::Url>); 3] {
 
 /// A manifest with no `failed` media: nothing a refetch could add.
 fn is_finished(manifest: &Manifest) -> bool {
-    manifest.media.entries().iter().all(|(_, entry)| !matches!(entry, MediaEntry::Failed { .. }))
+    manifest
+        .media
+        .entries()
+        .iter()
+        .all(|(_, entry)| !matches!(entry, MediaEntry::Failed { .. }))
 }
 
 fn all_kept(manifest: &Manifest) -> bool {
-    manifest.media.entries().iter().all(|(_, entry)| matches!(entry, MediaEntry::Stored(_) | MediaEntry::Absent))
+    manifest
+        .media
+        .entries()
+        .iter()
+        .all(|(_, entry)| matches!(entry, MediaEntry::Stored(_) | MediaEntry::Absent))
 }
 
 fn media_statuses(manifest: &Manifest) -> BTreeMap<&'static str, String> {
-    manifest.media.entries().iter().map(|(name, entry)| (*name, entry.status().to_string())).collect()
+    manifest
+        .media
+        .entries()
+        .iter()
+        .map(|(name, entry)| (*name, entry.status().to_string()))
+        .collect()
 }
 
 async fn declare_topology(context: &Context) -> Result<(), worker::BrokerError> {
@@ -264,7 +325,13 @@ async fn enqueue(context: &Context, event: &ReportEvent) -> Result<(), worker::B
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
         .with_timestamp(now);
-    let message = Message { exchange: "", routing_key: &context.topology.queue, body: body.as_bytes(), properties, mandatory: true };
+    let message = Message {
+        exchange: "",
+        routing_key: &context.topology.queue,
+        body: body.as_bytes(),
+        properties,
+        mandatory: true,
+    };
     publisher.publish("publish the fresh event", message).await
 }
 
@@ -277,16 +344,26 @@ async fn drain_dead_letters(context: &Context) -> Result<Vec<SessionReport>, wor
     let channel = bounded("open a channel", connection.create_channel()).await?;
     context.topology.declare(&channel).await?;
     let dlq = context.topology.dead_letter_queue();
-    let passive = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-    let waiting = bounded("count the dead-letter queue", channel.queue_declare(dlq.as_str().into(), passive, FieldTable::default()))
-        .await?
-        .message_count();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let waiting = bounded(
+        "count the dead-letter queue",
+        channel.queue_declare(dlq.as_str().into(), passive, FieldTable::default()),
+    )
+    .await?
+    .message_count();
     // Each message is looked at once: those put back go to the end of the queue.
     let budget = context.options.limit.unwrap_or(u64::MAX).min(u64::from(waiting));
     let mut reports = Vec::new();
     let mut held = Vec::new();
     for _ in 0..budget {
-        let Some(message) = bounded("take a dead-lettered event", channel.basic_get(dlq.as_str().into(), BasicGetOptions::default())).await?
+        let Some(message) = bounded(
+            "take a dead-lettered event",
+            channel.basic_get(dlq.as_str().into(), BasicGetOptions::default()),
+        )
+        .await?
         else {
             break;
         };
@@ -300,7 +377,12 @@ async fn drain_dead_letters(context: &Context) -> Result<Vec<SessionReport>, wor
             // Held unacknowledged until the end, so none is taken twice; then all go back.
             held.push(delivery);
         } else if report.is_settled() {
-            if let Err(err) = bounded("acknowledge the dead-lettered event", delivery.acker.ack(BasicAckOptions::default())).await {
+            if let Err(err) = bounded(
+                "acknowledge the dead-lettered event",
+                delivery.acker.ack(BasicAckOptions::default()),
+            )
+            .await
+            {
                 tracing::warn!(error = %err, "acknowledgement not sent; the message stays in the dead-letter queue");
             }
         } else {
@@ -310,7 +392,10 @@ async fn drain_dead_letters(context: &Context) -> Result<Vec<SessionReport>, wor
         reports.push(report);
     }
     for delivery in held {
-        let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
         let _ = bounded("return the dead-lettered event", delivery.acker.nack(requeue)).await;
     }
     let _ = bounded("close the connection", connection.close(200, "done".into())).await;
@@ -326,14 +411,30 @@ async fn keep_dead_lettered(context: &Context, dlq: &str, delivery: &lapin::mess
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(REASON_HEADER.into(), AMQPValue::LongString(LongString::from(reason)));
     let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-    let message = Message { exchange: "", routing_key: dlq, body: &delivery.data, properties, mandatory: true };
-    match publisher.publish("keep the event in the dead-letter queue", message).await {
+    let message = Message {
+        exchange: "",
+        routing_key: dlq,
+        body: &delivery.data,
+        properties,
+        mandatory: true,
+    };
+    match publisher
+        .publish("keep the event in the dead-letter queue", message)
+        .await
+    {
         Ok(()) => {
-            let _ = bounded("acknowledge the replaced event", delivery.acker.ack(BasicAckOptions::default())).await;
+            let _ = bounded(
+                "acknowledge the replaced event",
+                delivery.acker.ack(BasicAckOptions::default()),
+            )
+            .await;
         }
         Err(err) => {
             tracing::warn!(error = %err, "updated copy not confirmed; the event stays with its previous reason");
-            let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
             let _ = bounded("return the dead-lettered event", delivery.acker.nack(requeue)).await;
         }
     }
@@ -380,8 +481,15 @@ fn summary(reports: &[SessionReport]) -> String {
         count("failed"),
     );
     for report in reports.iter().filter(|report| !report.is_settled()) {
-        let who = if report.session_id.is_empty() { "(unreadable event)" } else { &report.session_id };
-        text.push_str(&format!("\n  {who}: {}", report.reason.as_deref().unwrap_or(report.outcome)));
+        let who = if report.session_id.is_empty() {
+            "(unreadable event)"
+        } else {
+            &report.session_id
+        };
+        text.push_str(&format!(
+            "\n  {who}: {}",
+            report.reason.as_deref().unwrap_or(report.outcome)
+        ));
     }
     text
 }

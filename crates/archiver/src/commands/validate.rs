@@ -19,7 +19,10 @@ pub fn run(kind: MediaKind, file: &Path, limit_settings: &LimitSettings) -> Resu
         Box::new(std::io::stdin().lock())
     } else {
         let opened = std::fs::File::open(file).map_err(|err| {
-            CommandError::usage(format!("cannot read {}: {err}; give a readable file or `-` for stdin", file.display()))
+            CommandError::usage(format!(
+                "cannot read {}: {err}; give a readable file or `-` for stdin",
+                file.display()
+            ))
         })?;
         Box::new(opened)
     };
@@ -54,7 +57,10 @@ pub fn run(kind: MediaKind, file: &Path, limit_settings: &LimitSettings) -> Resu
             }
             (value, Outcome::Done)
         }
-        Err(err) => (json!({ "ok": false, "kind": kind.as_str(), "reason": err.to_string() }), Outcome::Partial),
+        Err(err) => (
+            json!({ "ok": false, "kind": kind.as_str(), "reason": err.to_string() }),
+            Outcome::Partial,
+        ),
     };
     println!("{value}");
     Ok(outcome)

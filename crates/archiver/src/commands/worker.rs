@@ -54,9 +54,9 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     };
     let pipeline = Pipeline::new(archiver.clone(), url_ttl).with_vendor(vendor);
     let readiness = Readiness::new();
-    let server = metrics::serve(metrics_addr, readiness.clone()).await.map_err(|err| {
-        CommandError::usage(format!("ARCHIVER_METRICS_ADDR: cannot listen on {metrics_addr}: {err}"))
-    })?;
+    let server = metrics::serve(metrics_addr, readiness.clone())
+        .await
+        .map_err(|err| CommandError::usage(format!("ARCHIVER_METRICS_ADDR: cannot listen on {metrics_addr}: {err}")))?;
     tracing::info!(addr = %server.local_addr(), "serving /metrics, /healthz and /readyz");
     let shutdown = worker::shutdown::on_signal().context("cannot listen for SIGTERM and SIGINT")?;
     let probe = tokio::spawn(probe_store(archiver.clone(), readiness.clone(), shutdown.clone()));

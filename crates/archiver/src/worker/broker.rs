@@ -42,7 +42,10 @@ impl BrokerError {
     /// Adds the fix to a declaration refused because the existing queue differs.
     pub fn explain_inequivalent(self, name: &str) -> BrokerError {
         if self.to_string().contains("inequivalent arg") {
-            BrokerError::Inequivalent { name: name.to_owned(), source: Box::new(self) }
+            BrokerError::Inequivalent {
+                name: name.to_owned(),
+                source: Box::new(self),
+            }
         } else {
             self
         }
@@ -50,10 +53,7 @@ impl BrokerError {
 }
 
 /// Runs one broker call under [`BROKER_CALL_TIMEOUT`].
-pub async fn bounded<T>(
-    action: &'static str,
-    call: impl Future<Output = lapin::Result<T>>,
-) -> Result<T, BrokerError> {
+pub async fn bounded<T>(action: &'static str, call: impl Future<Output = lapin::Result<T>>) -> Result<T, BrokerError> {
     match tokio::time::timeout(BROKER_CALL_TIMEOUT, call).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(source)) => Err(BrokerError::Call { action, source }),

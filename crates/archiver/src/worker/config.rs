@@ -20,10 +20,16 @@ pub fn topology(settings: &Settings, problems: &mut Problems) -> Topology {
             settings.queue
         ));
     } else if queue.starts_with("amq.") {
-        problems.push(format!("ARCHIVER_QUEUE must not start with `amq.` (reserved by the broker), got {queue:?}"));
+        problems.push(format!(
+            "ARCHIVER_QUEUE must not start with `amq.` (reserved by the broker), got {queue:?}"
+        ));
     }
     let delivery_limit = problems
-        .parse::<u32>("ARCHIVER_DELIVERY_LIMIT", &settings.delivery_limit, "a whole number of deliveries, at least 1")
+        .parse::<u32>(
+            "ARCHIVER_DELIVERY_LIMIT",
+            &settings.delivery_limit,
+            "a whole number of deliveries, at least 1",
+        )
         .filter(|limit| *limit >= 1)
         .unwrap_or_else(|| {
             if settings.delivery_limit.trim() == "0" {
@@ -42,7 +48,11 @@ pub fn topology(settings: &Settings, problems: &mut Problems) -> Topology {
 pub fn worker(settings: &Settings, problems: &mut Problems) -> WorkerConfig {
     let topology = topology(settings, problems);
     let concurrency = problems
-        .parse::<u16>("ARCHIVER_CONCURRENCY", &settings.concurrency, "a whole number of events from 1 to 65535")
+        .parse::<u16>(
+            "ARCHIVER_CONCURRENCY",
+            &settings.concurrency,
+            "a whole number of events from 1 to 65535",
+        )
         .filter(|concurrency| *concurrency >= 1)
         .unwrap_or_else(|| {
             if settings.concurrency.trim() == "0" {

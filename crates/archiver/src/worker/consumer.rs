@@ -47,7 +47,11 @@ pub async fn run<H: Handler>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let publisher = Arc::new(Publisher::new(&config.amqp_url));
-    let context = Arc::new(Context { handler, publisher: publisher.clone(), topology: config.topology.clone() });
+    let context = Arc::new(Context {
+        handler,
+        publisher: publisher.clone(),
+        topology: config.topology.clone(),
+    });
     let semaphore = Arc::new(Semaphore::new(usize::from(config.concurrency)));
     let mut tasks = JoinSet::new();
 
@@ -90,7 +94,10 @@ pub async fn run<H: Handler>(
 
 /// Opens a session, retrying with exponential backoff until [`RECONNECT_DEADLINE`].
 /// `None` when shutdown was asked for meanwhile.
-async fn open_with_backoff(config: &WorkerConfig, shutdown: &CancellationToken) -> Option<Result<Session, BrokerError>> {
+async fn open_with_backoff(
+    config: &WorkerConfig,
+    shutdown: &CancellationToken,
+) -> Option<Result<Session, BrokerError>> {
     let deadline = tokio::time::Instant::now() + RECONNECT_DEADLINE;
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
@@ -125,7 +132,11 @@ async fn open(config: &WorkerConfig) -> Result<Session, BrokerError> {
     let connection = connect(&config.amqp_url, "consumer").await?;
     let channel = bounded("open a channel", connection.create_channel()).await?;
     config.topology.declare(&channel).await?;
-    bounded("set the prefetch", channel.basic_qos(config.concurrency, BasicQosOptions::default())).await?;
+    bounded(
+        "set the prefetch",
+        channel.basic_qos(config.concurrency, BasicQosOptions::default()),
+    )
+    .await?;
     let consumer = bounded(
         "subscribe to the queue",
         channel.basic_consume(
@@ -136,7 +147,11 @@ async fn open(config: &WorkerConfig) -> Result<Session, BrokerError> {
         ),
     )
     .await?;
-    Ok(Session { connection, channel, consumer })
+    Ok(Session {
+        connection,
+        channel,
+        consumer,
+    })
 }
 
 /// Takes deliveries while a permit is free, one task each, until the session is lost or
@@ -195,7 +210,12 @@ async fn consume<H: Handler>(
 async fn drain(session: Option<Session>, tasks: &mut JoinSet<()>, period: Duration) {
     if let Some(session) = &session {
         let tag = session.consumer.tag();
-        if let Err(err) = bounded("cancel the subscription", session.channel.basic_cancel(tag, BasicCancelOptions::default())).await {
+        if let Err(err) = bounded(
+            "cancel the subscription",
+            session.channel.basic_cancel(tag, BasicCancelOptions::default()),
+        )
+        .await
+        {
             tracing::warn!(error = %err, "could not cancel the subscription; closing the channel returns its events");
         }
     }
@@ -210,13 +230,20 @@ async fn drain(session: Option<Session>, tasks: &mut JoinSet<()>, period: Durati
     })
     .await;
     if all_finished.is_err() {
-        tracing::warn!(unfinished = tasks.len(), "drain period over; returning unfinished events to the queue");
+        tracing::warn!(
+            unfinished = tasks.len(),
+            "drain period over; returning unfinished events to the queue"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
     if let Some(session) = session {
         let _ = bounded("close the channel", session.channel.close(200, "shutting down".into())).await;
-        let _ = bounded("close the connection", session.connection.close(200, "shutting down".into())).await;
+        let _ = bounded(
+            "close the connection",
+            session.connection.close(200, "shutting down".into()),
+        )
+        .await;
     }
     tracing::info!("stopped");
 }

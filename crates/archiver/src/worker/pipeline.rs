@@ -23,7 +23,11 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(archiver: Archiver, url_ttl: Duration) -> Self {
-        Pipeline { archiver, url_ttl, vendor: None }
+        Pipeline {
+            archiver,
+            url_ttl,
+            vendor: None,
+        }
     }
 
     pub fn with_vendor(self, vendor: Option<VendorClient>) -> Self {
@@ -41,7 +45,15 @@ impl Pipeline {
         match vendor.fresh_report(&event.session_id, &event.tenant).await {
             Ok(fresh) => {
                 tracing::info!("media urls expired; archiving again with fresh urls from the vendor api");
-                self.archiver.archive(&fresh, &Received { amqp_timestamp: None, received_at: OffsetDateTime::now_utc() }).await
+                self.archiver
+                    .archive(
+                        &fresh,
+                        &Received {
+                            amqp_timestamp: None,
+                            received_at: OffsetDateTime::now_utc(),
+                        },
+                    )
+                    .await
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot refresh expired urls from the vendor api");
@@ -65,8 +77,14 @@ impl Handler for Pipeline {
                     Disposition::DeadLetter { reason } | Disposition::Retry { reason } => reason,
                     Disposition::Done => err.to_string(),
                 };
-                let settlement = Settlement::DeadLetter { result: ResultEvent::unparsed(incoming.body, &reason), reason };
-                return Handled { settlement, metrics: EventMetrics::for_unparsed() };
+                let settlement = Settlement::DeadLetter {
+                    result: ResultEvent::unparsed(incoming.body, &reason),
+                    reason,
+                };
+                return Handled {
+                    settlement,
+                    metrics: EventMetrics::for_unparsed(),
+                };
             }
         };
         tracing::Span::current().record("session_id", event.session_id.as_str());
@@ -78,7 +96,10 @@ impl Handler for Pipeline {
             received_at: OffsetDateTime::now_utc(),
         };
         let metrics = EventMetrics::for_event(&event, &received, self.url_ttl);
-        let archived = self.archiver.archive_with_progress(&event, &received, metrics.clone()).await;
+        let archived = self
+            .archiver
+            .archive_with_progress(&event, &received, metrics.clone())
+            .await;
         let archived = self.refresh_if_expired(&event, archived).await;
         let result = result_event(&event.session_id, &event.tenant, &archived);
         let settlement = match archived.disposition {
@@ -99,7 +120,14 @@ fn result_event(session_id: &str, tenant: &str, archived: &Archived) -> ResultEv
                 MediaEntry::Absent => (None, None),
                 MediaEntry::Rejected { reason } | MediaEntry::Failed { reason } => (None, Some(reason.clone())),
             };
-            media.insert(name.to_owned(), MediaResult { status: entry.status().to_owned(), key, reason });
+            media.insert(
+                name.to_owned(),
+                MediaResult {
+                    status: entry.status().to_owned(),
+                    key,
+                    reason,
+                },
+            );
         }
     }
     ResultEvent {

@@ -29,13 +29,19 @@ pub struct Message<'a> {
 
 impl Publisher {
     pub fn new(amqp_url: &str) -> Self {
-        Publisher { amqp_url: amqp_url.to_owned(), open: Mutex::new(None) }
+        Publisher {
+            amqp_url: amqp_url.to_owned(),
+            open: Mutex::new(None),
+        }
     }
 
     /// Publishes and waits for the broker's confirm.
     pub async fn publish(&self, action: &'static str, message: Message<'_>) -> Result<(), BrokerError> {
         let channel = self.channel().await?;
-        let options = BasicPublishOptions { mandatory: message.mandatory, ..BasicPublishOptions::default() };
+        let options = BasicPublishOptions {
+            mandatory: message.mandatory,
+            ..BasicPublishOptions::default()
+        };
         let confirm = bounded(action, async {
             channel
                 .basic_publish(
@@ -72,7 +78,11 @@ impl Publisher {
         open.take();
         let connection = connect(&self.amqp_url, "publisher").await?;
         let channel = bounded("open a publishing channel", connection.create_channel()).await?;
-        bounded("enable publisher confirms", channel.confirm_select(ConfirmSelectOptions::default())).await?;
+        bounded(
+            "enable publisher confirms",
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
         *open = Some((connection, channel.clone()));
         Ok(channel)
     }
@@ -80,7 +90,11 @@ impl Publisher {
     /// Closes the connection politely, if one is open.
     pub async fn close(&self) {
         if let Some((connection, _)) = self.open.lock().await.take() {
-            let _ = bounded("close the publishing connection", connection.close(200, "shutting down".into())).await;
+            let _ = bounded(
+                "close the publishing connection",
+                connection.close(200, "shutting down".into()),
+            )
+            .await;
         }
     }
 }

@@ -75,13 +75,22 @@ mod tests {
     fn unparsed_results_echo_what_can_be_read() {
         let cases: [(&[u8], Option<&str>, Option<&str>); 4] = [
             (b"{not json", None, None),
-            (br#"{"session_id": "abc", "tenant": "Bad Tenant"}"#, Some("abc"), Some("Bad Tenant")),
+            (
+                br#"{"session_id": "abc", "tenant": "Bad Tenant"}"#,
+                Some("abc"),
+                Some("Bad Tenant"),
+            ),
             (br#"{"session_id": 42}"#, None, None),
             (br#"[1, 2]"#, None, None),
         ];
         for (body, session_id, tenant) in cases {
             let result = ResultEvent::unparsed(body, "why");
-            assert_eq!(result.session_id.as_deref(), session_id, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                result.session_id.as_deref(),
+                session_id,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
             assert_eq!(result.tenant.as_deref(), tenant);
             let json: serde_json::Value = serde_json::from_slice(&result.body("dead-lettered")).unwrap();
             assert_eq!(json["outcome"], "dead-lettered");

@@ -25,11 +25,17 @@ pub struct Context<H> {
 pub async fn settle<H: Handler>(delivery: Delivery, context: &Context<H>) {
     let Handled { settlement, metrics } = match content_type_problem(&delivery.properties) {
         Some(reason) => Handled {
-            settlement: Settlement::DeadLetter { result: ResultEvent::unparsed(&delivery.data, &reason), reason },
+            settlement: Settlement::DeadLetter {
+                result: ResultEvent::unparsed(&delivery.data, &reason),
+                reason,
+            },
             metrics: EventMetrics::for_unparsed(),
         },
         None => {
-            let incoming = Incoming { body: &delivery.data, amqp_timestamp: *delivery.properties.timestamp() };
+            let incoming = Incoming {
+                body: &delivery.data,
+                amqp_timestamp: *delivery.properties.timestamp(),
+            };
             context.handler.handle(incoming).await
         }
     };
@@ -38,14 +44,21 @@ pub async fn settle<H: Handler>(delivery: Delivery, context: &Context<H>) {
     let outcome = match settlement {
         Settlement::Done { result } => {
             if publish_result(context, &delivery, &result, "archived").await && ack(&delivery).await {
-                tracing::info!(outcome = "archived", manifest_key = result.manifest_key.as_deref(), "event settled");
+                tracing::info!(
+                    outcome = "archived",
+                    manifest_key = result.manifest_key.as_deref(),
+                    "event settled"
+                );
                 EventOutcome::Archived
             } else {
                 requeue(&delivery).await
             }
         }
         Settlement::DeadLetter { reason, result } => {
-            let result = ResultEvent { reason: Some(reason.clone()), ..result };
+            let result = ResultEvent {
+                reason: Some(reason.clone()),
+                ..result
+            };
             if dead_letter(context, &delivery, &reason).await
                 && publish_result(context, &delivery, &result, "dead-lettered").await
                 && ack(&delivery).await
@@ -80,7 +93,10 @@ pub fn content_type_problem(properties: &BasicProperties) -> Option<String> {
 /// How often the quorum queue delivered this message before (`x-delivery-count`, absent
 /// on a first delivery).
 pub fn previous_deliveries(properties: &BasicProperties) -> u64 {
-    let count = properties.headers().as_ref().and_then(|headers| headers.inner().get("x-delivery-count"));
+    let count = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-delivery-count"));
     match count {
         Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
         Some(AMQPValue::LongInt(n)) => u64::try_from(*n).unwrap_or(0),
@@ -101,7 +117,13 @@ pub fn give_up_when_exhausted(settlement: Settlement, attempt: u64, delivery_lim
     match settlement {
         Settlement::Retry { reason, result } if attempt >= u64::from(delivery_limit) => {
             let reason = format!("still failing after {attempt} deliveries: {reason}");
-            Settlement::DeadLetter { result: ResultEvent { reason: Some(reason.clone()), ..result }, reason }
+            Settlement::DeadLetter {
+                result: ResultEvent {
+                    reason: Some(reason.clone()),
+                    ..result
+                },
+                reason,
+            }
         }
         other => other,
     }
@@ -125,7 +147,11 @@ async fn dead_letter<H>(context: &Context<H>, delivery: &Delivery, reason: &str)
         properties,
         mandatory: true,
     };
-    match context.publisher.publish("copy the event to the dead-letter queue", message).await {
+    match context
+        .publisher
+        .publish("copy the event to the dead-letter queue", message)
+        .await
+    {
         Ok(()) => true,
         Err(err) => {
             tracing::error!(error = %err, "event returned to the queue: its dead-letter copy was not confirmed");
@@ -145,7 +171,13 @@ async fn publish_result<H>(context: &Context<H>, delivery: &Delivery, result: &R
     if let Some(message_id) = delivery.properties.message_id() {
         properties = properties.with_correlation_id(message_id.clone());
     }
-    let message = Message { exchange: RESULTS_EXCHANGE, routing_key: outcome, body: &body, properties, mandatory: false };
+    let message = Message {
+        exchange: RESULTS_EXCHANGE,
+        routing_key: outcome,
+        body: &body,
+        properties,
+        mandatory: false,
+    };
     match context.publisher.publish("publish the result event", message).await {
         Ok(()) => true,
         Err(err) => {
@@ -172,7 +204,10 @@ async fn ack(delivery: &Delivery) -> bool {
 
 /// Returns the event to the queue (or leaves it to the broker when the channel is gone).
 async fn requeue(delivery: &Delivery) -> EventOutcome {
-    let options = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+    let options = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
     if let Err(err) = bounded("return the event to the queue", delivery.acker.nack(options)).await {
         tracing::warn!(error = %err, "could not return the event; the broker will redeliver it");
     }
@@ -189,7 +224,10 @@ mod tests {
             (None, None),
             (Some("application/json"), None),
             (Some("Application/JSON; charset=utf-8"), None),
-            (Some("text/plain"), Some(r#"content_type "text/plain" is not application/json"#)),
+            (
+                Some("text/plain"),
+                Some(r#"content_type "text/plain" is not application/json"#),
+            ),
             (Some(""), Some(r#"content_type "" is not application/json"#)),
         ];
         for (declared, problem) in cases {
@@ -203,14 +241,21 @@ mod tests {
 
     #[test]
     fn retries_end_at_the_delivery_limit() {
-        let retry = || Settlement::Retry { reason: "source image: 503".into(), result: ResultEvent::default() };
+        let retry = || Settlement::Retry {
+            reason: "source image: 503".into(),
+            result: ResultEvent::default(),
+        };
         assert_eq!(give_up_when_exhausted(retry(), 1, 3), retry());
         assert_eq!(give_up_when_exhausted(retry(), 2, 3), retry());
         match give_up_when_exhausted(retry(), 3, 3) {
-            Settlement::DeadLetter { reason, .. } => assert_eq!(reason, "still failing after 3 deliveries: source image: 503"),
+            Settlement::DeadLetter { reason, .. } => {
+                assert_eq!(reason, "still failing after 3 deliveries: source image: 503")
+            }
             other => panic!("expected a dead-letter, got {other:?}"),
         }
-        let done = Settlement::Done { result: ResultEvent::default() };
+        let done = Settlement::Done {
+            result: ResultEvent::default(),
+        };
         assert_eq!(give_up_when_exhausted(done.clone(), 9, 3), done);
     }
 
@@ -218,7 +263,10 @@ mod tests {
     fn delivery_count_header() {
         let mut headers = FieldTable::default();
         headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(4));
-        assert_eq!(previous_deliveries(&BasicProperties::default().with_headers(headers)), 4);
+        assert_eq!(
+            previous_deliveries(&BasicProperties::default().with_headers(headers)),
+            4
+        );
         assert_eq!(previous_deliveries(&BasicProperties::default()), 0);
     }
 }

@@ -16,7 +16,10 @@ pub fn on_signal() -> std::io::Result<CancellationToken> {
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutting down: no new events are taken; events in flight get the drain period");
+        tracing::info!(
+            signal = name,
+            "shutting down: no new events are taken; events in flight get the drain period"
+        );
         cancel.cancel();
     });
     Ok(token)

@@ -42,21 +42,35 @@ impl Topology {
     pub async fn declare(&self, channel: &Channel) -> Result<(), BrokerError> {
         let dlx = self.dead_letter_exchange();
         let dlq = self.dead_letter_queue();
-        let durable_exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
-        let durable_queue = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+        let durable_exchange = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let durable_queue = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
 
         bounded(
             "declare the dead-letter exchange",
-            channel.exchange_declare(dlx.as_str().into(), ExchangeKind::Fanout, durable_exchange, FieldTable::default()),
+            channel.exchange_declare(
+                dlx.as_str().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            ),
         )
         .await?;
         // The dead-letter queue is a quorum queue too: what lands there is evidence that
         // still has to be archived, so it gets the same replication as the main queue.
         let mut dlq_arguments = FieldTable::default();
         dlq_arguments.insert("x-queue-type".into(), text("quorum"));
-        bounded("declare the dead-letter queue", channel.queue_declare(dlq.as_str().into(), durable_queue, dlq_arguments))
-            .await
-            .map_err(|err| err.explain_inequivalent(&dlq))?;
+        bounded(
+            "declare the dead-letter queue",
+            channel.queue_declare(dlq.as_str().into(), durable_queue, dlq_arguments),
+        )
+        .await
+        .map_err(|err| err.explain_inequivalent(&dlq))?;
         bounded(
             "bind the dead-letter queue",
             channel.queue_bind(
@@ -76,7 +90,12 @@ impl Topology {
         .map_err(|err| err.explain_inequivalent(&self.queue))?;
         bounded(
             "declare the results exchange",
-            channel.exchange_declare(RESULTS_EXCHANGE.into(), ExchangeKind::Topic, durable_exchange, FieldTable::default()),
+            channel.exchange_declare(
+                RESULTS_EXCHANGE.into(),
+                ExchangeKind::Topic,
+                durable_exchange,
+                FieldTable::default(),
+            ),
         )
         .await?;
         Ok(())
@@ -88,7 +107,10 @@ impl Topology {
     fn queue_arguments(&self) -> FieldTable {
         let mut arguments = FieldTable::default();
         arguments.insert("x-queue-type".into(), text("quorum"));
-        arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(self.delivery_limit)));
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(i64::from(self.delivery_limit)),
+        );
         arguments.insert("x-dead-letter-exchange".into(), text(&self.dead_letter_exchange()));
         arguments.insert("x-dead-letter-strategy".into(), text("at-least-once"));
         arguments.insert("x-overflow".into(), text("reject-publish"));

@@ -38,8 +38,7 @@ fn parse_expect(verdict: &str, figure: &str) -> Expect {
 }
 
 fn rows() -> Vec<Row> {
-    let table =
-        std::fs::read_to_string(fixtures_dir().join("EXPECTED.tsv")).expect("read EXPECTED.tsv");
+    let table = std::fs::read_to_string(fixtures_dir().join("EXPECTED.tsv")).expect("read EXPECTED.tsv");
     table
         .lines()
         .skip(1)
@@ -59,8 +58,7 @@ fn rows() -> Vec<Row> {
 }
 
 fn read(file: &str) -> Vec<u8> {
-    std::fs::read(fixtures_dir().join(file))
-        .unwrap_or_else(|err| panic!("read fixture {file}: {err}"))
+    std::fs::read(fixtures_dir().join(file)).unwrap_or_else(|err| panic!("read fixture {file}: {err}"))
 }
 
 #[test]
@@ -71,8 +69,8 @@ fn every_fixture_gets_its_expected_verdict_whole_and_in_chunks() {
         .iter()
         .filter_map(|row| {
             let bytes = read(&row.file);
-            let outcome = validate_every_way(row.kind, &limits, &bytes)
-                .and_then(|verdict| check(&verdict, &row.expect));
+            let outcome =
+                validate_every_way(row.kind, &limits, &bytes).and_then(|verdict| check(&verdict, &row.expect));
             outcome
                 .err()
                 .map(|why| format!("{} as {}: {why}", row.file, row.kind.as_str()))
@@ -86,11 +84,7 @@ fn every_fixture_gets_its_expected_verdict_whole_and_in_chunks() {
         failures.join("\n")
     );
     // The table must cover what issue 2 asks for; a shrunken table would pass vacuously.
-    assert!(
-        rows.len() >= 35,
-        "EXPECTED.tsv has only {} rows",
-        rows.len()
-    );
+    assert!(rows.len() >= 35, "EXPECTED.tsv has only {} rows", rows.len());
 }
 
 #[test]
@@ -98,19 +92,12 @@ fn every_fixture_file_is_in_the_table() {
     let listed: Vec<String> = rows().into_iter().map(|row| row.file).collect();
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(fixtures_dir()).expect("list fixtures") {
-        let name = entry
-            .expect("dir entry")
-            .file_name()
-            .to_string_lossy()
-            .into_owned();
+        let name = entry.expect("dir entry").file_name().to_string_lossy().into_owned();
         if name != "EXPECTED.tsv" && !listed.contains(&name) {
             missing.push(name);
         }
     }
-    assert!(
-        missing.is_empty(),
-        "fixtures without an expected verdict: {missing:?}"
-    );
+    assert!(missing.is_empty(), "fixtures without an expected verdict: {missing:?}");
 }
 
 /// The dimensions our scanner reads agree with those the `image` crate reads from the
@@ -132,8 +119,7 @@ fn jpeg_dimensions_match_the_image_crate() {
         let Ok(verdict) = media::validate_bytes(MediaKind::Target, &limits, &bytes) else {
             continue;
         };
-        let mut reader =
-            image::ImageReader::with_format(std::io::Cursor::new(&bytes), image::ImageFormat::Jpeg);
+        let mut reader = image::ImageReader::with_format(std::io::Cursor::new(&bytes), image::ImageFormat::Jpeg);
         reader.limits(image::Limits::default());
         let theirs = reader
             .into_dimensions()

@@ -35,9 +35,7 @@ fn scan(components: u8) -> Vec<u8> {
     }
     payload.extend_from_slice(&[0, 63, 0]);
     let mut out = segment(0xDA, &payload);
-    out.extend_from_slice(&[
-        0x12, 0x34, 0xFF, 0x00, 0x56, 0xFF, 0xD0, 0x78, 0x9A, 0xFF, 0xFF,
-    ]);
+    out.extend_from_slice(&[0x12, 0x34, 0xFF, 0x00, 0x56, 0xFF, 0xD0, 0x78, 0x9A, 0xFF, 0xFF]);
     out
 }
 
@@ -62,11 +60,7 @@ fn jpeg(middle: &[Vec<u8>]) -> Vec<u8> {
 
 /// A baseline image of this size: frame, Huffman table, one scan.
 fn baseline(width: u16, height: u16) -> Vec<u8> {
-    jpeg(&[
-        frame(0xC0, width, height, 3),
-        segment(0xC4, &[0; 20]),
-        scan(3),
-    ])
+    jpeg(&[frame(0xC0, width, height, 3), segment(0xC4, &[0; 20]), scan(3)])
 }
 
 fn without_eoi(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -92,16 +86,8 @@ fn source_images_at_and_beyond_the_bound_in_both_orientations() {
                 baseline(1920, 1081),
                 Expect::Reject("1920x1081 exceeds the maximum of 1920x1080"),
             ),
-            (
-                "1081x1920",
-                baseline(1081, 1920),
-                Expect::Reject("1081x1920 exceeds"),
-            ),
-            (
-                "1080x1921",
-                baseline(1080, 1921),
-                Expect::Reject("1080x1921 exceeds"),
-            ),
+            ("1081x1920", baseline(1081, 1920), Expect::Reject("1081x1920 exceeds")),
+            ("1080x1921", baseline(1080, 1921), Expect::Reject("1080x1921 exceeds")),
             ("1x1", baseline(1, 1), Expect::Dims(1, 1)),
             (
                 "65535x65535",
@@ -130,11 +116,7 @@ fn target_images_at_and_below_the_minimum_in_both_orientations() {
                 baseline(719, 1280),
                 Expect::Reject("short side 719 is below 720"),
             ),
-            (
-                "16384x16384",
-                baseline(16384, 16384),
-                Expect::Dims(16384, 16384),
-            ),
+            ("16384x16384", baseline(16384, 16384), Expect::Dims(16384, 16384)),
             (
                 "16385x720",
                 baseline(16385, 720),
@@ -236,29 +218,12 @@ fn structure_of_the_marker_stream() {
             jpeg(&[frame(0xC0, 640, 480, 1), scan(1)]),
             Expect::Dims(640, 480),
         ),
-        (
-            "DHT and DAC are not frame headers",
-            dht_first,
-            Expect::Dims(640, 480),
-        ),
-        (
-            "bytes after the end-of-image marker",
-            trailing,
-            Expect::Dims(640, 480),
-        ),
-        (
-            "fill bytes before a marker",
-            fill_bytes,
-            Expect::Dims(640, 480),
-        ),
+        ("DHT and DAC are not frame headers", dht_first, Expect::Dims(640, 480)),
+        ("bytes after the end-of-image marker", trailing, Expect::Dims(640, 480)),
+        ("fill bytes before a marker", fill_bytes, Expect::Dims(640, 480)),
         (
             "a comment and a standalone restart marker",
-            jpeg(&[
-                segment(0xFE, b"hi"),
-                vec![0xFF, 0xD3],
-                frame(0xC0, 64, 64, 1),
-                scan(1),
-            ]),
+            jpeg(&[segment(0xFE, b"hi"), vec![0xFF, 0xD3], frame(0xC0, 64, 64, 1), scan(1)]),
             Expect::Dims(64, 64),
         ),
         (
@@ -286,24 +251,12 @@ fn structure_of_the_marker_stream() {
             Expect::Reject("truncated jpeg: the file ends without an end-of-image marker"),
         ),
         ("only SOI", SOI.to_vec(), Expect::Reject("truncated jpeg")),
-        (
-            "one byte 0xff",
-            vec![0xFF],
-            Expect::Reject("truncated jpeg"),
-        ),
-        (
-            "height 0 (DNL)",
-            baseline(640, 0),
-            Expect::Reject("frame height 0"),
-        ),
+        ("one byte 0xff", vec![0xFF], Expect::Reject("truncated jpeg")),
+        ("height 0 (DNL)", baseline(640, 0), Expect::Reject("frame height 0")),
         ("width 0", baseline(0, 480), Expect::Reject("frame width 0")),
         (
             "two frame headers",
-            jpeg(&[
-                frame(0xC0, 64, 64, 1),
-                frame(0xC0, 65535, 65535, 1),
-                scan(1),
-            ]),
+            jpeg(&[frame(0xC0, 64, 64, 1), frame(0xC0, 65535, 65535, 1), scan(1)]),
             Expect::Reject("a second frame header"),
         ),
         (
@@ -411,11 +364,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> usize {
 fn long_segments_are_skipped_whole() {
     let mut exif = b"Exif\0\0".to_vec();
     exif.extend(std::iter::repeat_n([0xFF, 0xD9, 0xFF, 0xC0], 16_400).flatten());
-    let bytes = jpeg(&[
-        segment(0xE1, &exif[..65533]),
-        frame(0xC0, 800, 600, 3),
-        scan(3),
-    ]);
+    let bytes = jpeg(&[segment(0xE1, &exif[..65533]), frame(0xC0, 800, 600, 3), scan(3)]);
     run_table(
         MediaKind::Source,
         &Limits::default(),

@@ -69,55 +69,22 @@ fn isom() -> Vec<u8> {
 fn mvhd(timescale: u32, duration: u32) -> Vec<u8> {
     bx(
         b"mvhd",
-        &full(
-            0,
-            0,
-            &[
-                &be32(0),
-                &be32(0),
-                &be32(timescale),
-                &be32(duration),
-                &[0; 80],
-            ],
-        ),
+        &full(0, 0, &[&be32(0), &be32(0), &be32(timescale), &be32(duration), &[0; 80]]),
     )
 }
 
 fn mvhd_v1(timescale: u32, duration: u64) -> Vec<u8> {
     bx(
         b"mvhd",
-        &full(
-            1,
-            0,
-            &[
-                &be64(0),
-                &be64(0),
-                &be32(timescale),
-                &be64(duration),
-                &[0; 80],
-            ],
-        ),
+        &full(1, 0, &[&be64(0), &be64(0), &be32(timescale), &be64(duration), &[0; 80]]),
     )
 }
 
 fn trak(id: u32, timescale: u32, duration: u32) -> Vec<u8> {
-    let tkhd = bx(
-        b"tkhd",
-        &full(0, 3, &[&be32(0), &be32(0), &be32(id), &[0; 68]]),
-    );
+    let tkhd = bx(b"tkhd", &full(0, 3, &[&be32(0), &be32(0), &be32(id), &[0; 68]]));
     let mdhd = bx(
         b"mdhd",
-        &full(
-            0,
-            0,
-            &[
-                &be32(0),
-                &be32(0),
-                &be32(timescale),
-                &be32(duration),
-                &[0; 4],
-            ],
-        ),
+        &full(0, 0, &[&be32(0), &be32(0), &be32(timescale), &be32(duration), &[0; 4]]),
     );
     let hdlr = bx(b"hdlr", &full(0, 0, &[&[0; 4], b"vide", &[0; 13]]));
     bx(b"trak", &cat(&[tkhd, bx(b"mdia", &cat(&[mdhd, hdlr]))]))
@@ -133,13 +100,7 @@ fn trex(id: u32, default_duration: u32) -> Vec<u8> {
         &full(
             0,
             0,
-            &[
-                &be32(id),
-                &be32(1),
-                &be32(default_duration),
-                &be32(0),
-                &be32(0),
-            ],
+            &[&be32(id), &be32(1), &be32(default_duration), &be32(0), &be32(0)],
         ),
     )
 }
@@ -240,11 +201,7 @@ fn duration_limit_to_the_millisecond() {
         &[
             ("10 s", plain(1000, 10_000), Expect::Secs(10.0)),
             ("exactly 15.0 s", plain(1000, 15_000), Expect::Secs(15.0)),
-            (
-                "exactly 15.0 s at 90 kHz",
-                plain(90_000, 1_350_000),
-                Expect::Secs(15.0),
-            ),
+            ("exactly 15.0 s at 90 kHz", plain(90_000, 1_350_000), Expect::Secs(15.0)),
             ("14.999 s", plain(1000, 14_999), Expect::Secs(14.999)),
             (
                 "15.001 s",
@@ -365,11 +322,7 @@ fn box_sizes_and_box_order() {
             "mvhd duration 0: the longest track",
             cat(&[
                 isom(),
-                moov(&[
-                    mvhd(1000, 0),
-                    trak(1, 600, 6000),
-                    trak(2, 44100, 441_000 + 4410),
-                ]),
+                moov(&[mvhd(1000, 0), trak(1, 600, 6000), trak(2, 44100, 441_000 + 4410)]),
             ]),
             Expect::Secs(10.1),
         ),
@@ -380,21 +333,13 @@ fn box_sizes_and_box_order() {
         ),
         (
             "a largesize smaller than its header",
-            cat(&[
-                isom(),
-                movie(),
-                be32(1).to_vec(),
-                b"mdat".to_vec(),
-                be64(15).to_vec(),
-            ]),
+            cat(&[isom(), movie(), be32(1).to_vec(), b"mdat".to_vec(), be64(15).to_vec()]),
             Expect::Reject("declares 15 bytes, less than its own 16-byte header"),
         ),
         (
             "a child overrunning its parent",
             cat(&[isom(), moov(&[overrunning_mvhd()])]),
-            Expect::Reject(
-                "box 'mvhd' at offset 0 of 'moov' declares 109 bytes, but only 108 remain",
-            ),
+            Expect::Reject("box 'mvhd' at offset 0 of 'moov' declares 109 bytes, but only 108 remain"),
         ),
         (
             "a child smaller than its header",
@@ -490,21 +435,13 @@ fn box_sizes_and_box_order() {
 fn brands_and_foreign_formats() {
     let movie = || moov(&[mvhd(1000, 10_000)]);
     let cases = vec![
-        (
-            "major isom",
-            cat(&[ftyp(b"isom", &[]), movie()]),
-            Expect::Secs(10.0),
-        ),
+        ("major isom", cat(&[ftyp(b"isom", &[]), movie()]), Expect::Secs(10.0)),
         (
             "major mp42",
             cat(&[ftyp(b"mp42", &[b"mp42"]), movie()]),
             Expect::Secs(10.0),
         ),
-        (
-            "dash",
-            cat(&[ftyp(b"dash", &[b"iso6"]), movie()]),
-            Expect::Secs(10.0),
-        ),
+        ("dash", cat(&[ftyp(b"dash", &[b"iso6"]), movie()]), Expect::Secs(10.0)),
         (
             "M4V",
             cat(&[ftyp(b"M4V ", &[b"M4V ", b"M4A "]), movie()]),
@@ -515,17 +452,11 @@ fn brands_and_foreign_formats() {
             cat(&[ftyp(b"3gp4", &[b"3gp4", b"isom"]), movie()]),
             Expect::Secs(10.0),
         ),
-        (
-            "iso9",
-            cat(&[ftyp(b"iso9", &[]), movie()]),
-            Expect::Secs(10.0),
-        ),
+        ("iso9", cat(&[ftyp(b"iso9", &[]), movie()]), Expect::Secs(10.0)),
         (
             "quicktime only",
             cat(&[ftyp(b"qt  ", &[b"qt  "]), movie()]),
-            Expect::Reject(
-                "not an mp4: a quicktime movie with brands 'qt  ', none of them an mp4 brand",
-            ),
+            Expect::Reject("not an mp4: a quicktime movie with brands 'qt  ', none of them an mp4 brand"),
         ),
         (
             "heif image",
@@ -617,11 +548,7 @@ fn fragment_durations_from_trun_tfhd_and_trex() {
             "per-sample durations win over the defaults",
             fragmented(
                 &[trex(1, 90_000)],
-                &[moof(&[traf(
-                    1,
-                    Some(90_000),
-                    &[Run::Durations(vec![900; 10])],
-                )])],
+                &[moof(&[traf(1, Some(90_000), &[Run::Durations(vec![900; 10])])])],
             ),
             Expect::Secs(0.1),
         ),
@@ -680,9 +607,7 @@ fn fragment_durations_from_trun_tfhd_and_trex() {
         (
             "mehd over the limit",
             fragmented(&[mehd(16_000)], &[]),
-            Expect::Reject(
-                "duration exceeds the maximum of 15 s: the part read lasts 16.000 s already",
-            ),
+            Expect::Reject("duration exceeds the maximum of 15 s: the part read lasts 16.000 s already"),
         ),
         (
             "fragments before the moov",
@@ -697,11 +622,7 @@ fn fragment_durations_from_trun_tfhd_and_trex() {
             "mvhd of the first fragment only",
             cat(&[
                 isom(),
-                moov(&[
-                    mvhd(1000, 2000),
-                    trak(1, 1000, 2000),
-                    bx(b"mvex", &trex(1, 1000)),
-                ]),
+                moov(&[mvhd(1000, 2000), trak(1, 1000, 2000), bx(b"mvex", &trex(1, 1000))]),
                 moof(&[traf(1, None, &[Run::Count(18)])]),
             ]),
             Expect::Reject("the part read lasts 20.000 s already"),
@@ -713,10 +634,7 @@ fn fragment_durations_from_trun_tfhd_and_trex() {
         ),
         (
             "a fragment of an undeclared track",
-            fragmented(
-                &[trex(1, 10)],
-                &[moof(&[traf(9, Some(10), &[Run::Count(10)])])],
-            ),
+            fragmented(&[trex(1, 10)], &[moof(&[traf(9, Some(10), &[Run::Count(10)])])]),
             Expect::Reject("a fragment of track 9, which the movie does not declare"),
         ),
         (
@@ -739,22 +657,14 @@ fn fragment_durations_from_trun_tfhd_and_trex() {
                     ]),
                 )])],
             ),
-            Expect::Reject(
-                "a track run (trun) declares 1000000 samples but holds 4 bytes of sample fields",
-            ),
+            Expect::Reject("a track run (trun) declares 1000000 samples but holds 4 bytes of sample fields"),
         ),
         (
             "sample durations that would overflow",
             fragmented(
                 &[trex(1, u32::MAX)],
                 &(0..4)
-                    .map(|_| {
-                        moof(&[traf(
-                            1,
-                            Some(u32::MAX),
-                            &[Run::Bare(u32::MAX), Run::Bare(u32::MAX)],
-                        )])
-                    })
+                    .map(|_| moof(&[traf(1, Some(u32::MAX), &[Run::Bare(u32::MAX), Run::Bare(u32::MAX)])]))
                     .collect::<Vec<_>>(),
             ),
             Expect::Reject("exceeds the maximum of 15 s"),
@@ -769,29 +679,16 @@ fn fragment_durations_from_trun_tfhd_and_trex() {
 fn a_movie_known_too_long_is_rejected_before_its_end() {
     let head = cat(&[isom(), moov(&[mvhd(1000, 60_000), trak(1, 1000, 60_000)])]);
     let mut validator = media::Validator::new(MediaKind::Video, &limits());
-    let err = validator
-        .feed(&head)
-        .expect_err("rejected once the moov is read");
-    assert_eq!(
-        err.to_string(),
-        "duration 60.000 s exceeds the maximum of 15 s"
-    );
+    let err = validator.feed(&head).expect_err("rejected once the moov is read");
+    assert_eq!(err.to_string(), "duration 60.000 s exceeds the maximum of 15 s");
     // Further chunks keep the same answer.
     assert_eq!(validator.feed(&mdat(100)).expect_err("still rejected"), err);
     assert_eq!(validator.finish().expect_err("still rejected"), err);
 
     // The same for fragments: the sum only grows.
-    let head = fragmented(
-        &[trex(1, 90_000)],
-        &[moof(&[traf(1, None, &[Run::Count(16)])])],
-    );
-    let err = validate_chunked(
-        MediaKind::Video,
-        &limits(),
-        &head[..head.len()],
-        Chunking::Fixed(4096),
-    )
-    .expect_err("too long");
+    let head = fragmented(&[trex(1, 90_000)], &[moof(&[traf(1, None, &[Run::Count(16)])])]);
+    let err = validate_chunked(MediaKind::Video, &limits(), &head[..head.len()], Chunking::Fixed(4096))
+        .expect_err("too long");
     assert_eq!(
         err.to_string(),
         "duration exceeds the maximum of 15 s: the part read lasts 16.000 s already"

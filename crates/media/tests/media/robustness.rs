@@ -41,16 +41,8 @@ fn damaged_fixtures() {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .expect("list fixtures")
         .map(|entry| entry.expect("dir entry").path())
-        .filter(|path| {
-            path.extension()
-                .is_some_and(|ext| ext == "jpg" || ext == "mp4")
-        })
-        .map(|path| {
-            (
-                path.display().to_string(),
-                std::fs::read(&path).expect("read fixture"),
-            )
-        })
+        .filter(|path| path.extension().is_some_and(|ext| ext == "jpg" || ext == "mp4"))
+        .map(|path| (path.display().to_string(), std::fs::read(&path).expect("read fixture")))
         .filter(|(_, bytes)| !bytes.is_empty() && bytes.len() < 200_000)
         .collect();
     files.sort();

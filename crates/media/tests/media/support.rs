@@ -84,9 +84,7 @@ pub fn validate_every_way(
     for &chunking in CHUNKINGS {
         let chunked = validate_chunked(kind, limits, bytes, chunking);
         if chunked != whole {
-            return Err(format!(
-                "fed in {chunking:?} chunks: {chunked:?}, but whole: {whole:?}"
-            ));
+            return Err(format!("fed in {chunking:?} chunks: {chunked:?}, but whole: {whole:?}"));
         }
     }
     Ok(whole)
@@ -107,9 +105,7 @@ pub enum Expect {
 pub fn check(verdict: &Result<Verdict, MediaError>, expect: &Expect) -> Result<(), String> {
     match (verdict, expect) {
         (Ok(v), Expect::Dims(w, h)) if v.width == Some(*w) && v.height == Some(*h) => Ok(()),
-        (Ok(v), Expect::Secs(s)) if v.duration_secs.is_some_and(|d| (d - s).abs() < 0.0005) => {
-            Ok(())
-        }
+        (Ok(v), Expect::Secs(s)) if v.duration_secs.is_some_and(|d| (d - s).abs() < 0.0005) => Ok(()),
         (Err(err), Expect::Reject(reason)) if err.to_string().contains(reason) => Ok(()),
         (Ok(v), _) => Err(format!("accepted {v:?}, expected {expect:?}")),
         (Err(err), _) => Err(format!("rejected with \"{err}\", expected {expect:?}")),
@@ -122,8 +118,7 @@ pub fn run_table(kind: MediaKind, limits: &Limits, cases: &[(&str, Vec<u8>, Expe
     let failures: Vec<String> = cases
         .iter()
         .filter_map(|(name, bytes, expect)| {
-            let outcome =
-                validate_every_way(kind, limits, bytes).and_then(|verdict| check(&verdict, expect));
+            let outcome = validate_every_way(kind, limits, bytes).and_then(|verdict| check(&verdict, expect));
             outcome.err().map(|why| format!("{name}: {why}"))
         })
         .collect();
