@@ -12,6 +12,7 @@ use lapin::BasicProperties;
 use serde_json::{json, Value};
 
 use crate::support::archive_kit::{event_json, Urls};
+pub use crate::support::eventually;
 use crate::support::{archiver, run, unique_name, Amqp, ArchiverEnv, Behaviour, MediaServer, Running, Stack};
 
 /// Small media, so that hundreds of events stay fast.
@@ -285,22 +286,6 @@ impl WorkerTest {
 /// Session `n` of a test (sessions live under the test's own tenant).
 pub fn session_id(n: usize) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
-}
-
-/// Polls `check` until it holds, or panics with `what` after `timeout`.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// SIGTERM, then the exit within `timeout`; returns what the worker printed.
