@@ -31,26 +31,8 @@ pub enum Command {
     },
     /// Ask the vendor API for fresh reports of sessions and archive them now.
     Refetch {
-        /// Session ids (UUIDs).
-        session_ids: Vec<String>,
-        /// The tenant the sessions belong to (their S3 keys); --from-dlq reads it from each event.
-        #[arg(long, default_value = "default")]
-        tenant: String,
-        /// Publish the fresh event to the queue instead of archiving it here.
-        #[arg(long)]
-        enqueue: bool,
-        /// Only show what would be fetched; fetch and write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Archive again even when the session already has a manifest.
-        #[arg(long)]
-        force: bool,
-        /// Take the sessions from the dead-letter queue instead of the command line.
-        #[arg(long)]
-        from_dlq: bool,
-        /// With --from-dlq, handle at most this many messages.
-        #[arg(long)]
-        limit: Option<u64>,
+        #[command(flatten)]
+        options: RefetchOptions,
         #[command(flatten)]
         settings: Settings,
     },
@@ -93,6 +75,31 @@ impl Command {
             Command::Validate { .. } => None,
         }
     }
+}
+
+/// What `archiver refetch` is asked to do.
+#[derive(Debug, Clone, Args)]
+pub struct RefetchOptions {
+    /// Session ids (UUIDs).
+    pub session_ids: Vec<String>,
+    /// The tenant the sessions belong to (their S3 keys); --from-dlq reads it from each event.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// Publish the fresh event to the queue instead of archiving it here.
+    #[arg(long)]
+    pub enqueue: bool,
+    /// Only show what would be fetched; fetch and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Archive again even when the session already has a manifest.
+    #[arg(long)]
+    pub force: bool,
+    /// Take the sessions from the dead-letter queue instead of the command line.
+    #[arg(long)]
+    pub from_dlq: bool,
+    /// With --from-dlq, handle at most this many messages.
+    #[arg(long)]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

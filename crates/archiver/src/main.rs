@@ -43,26 +43,6 @@ async fn run(cli: Cli) -> Result<exit::Outcome, CommandError> {
         Command::Get { key, output, settings } => commands::get::run(&key, output.as_deref(), &settings).await,
         Command::Worker { settings } => commands::worker::run(&settings).await,
         Command::Topology { settings } => commands::topology::run(&settings).await,
-        Command::Refetch {
-            session_ids,
-            tenant,
-            enqueue,
-            dry_run,
-            force,
-            from_dlq,
-            limit,
-            settings,
-        } => {
-            let options = commands::refetch::Options {
-                session_ids,
-                tenant,
-                enqueue,
-                dry_run,
-                force,
-                from_dlq,
-                limit,
-            };
-            commands::refetch::run(options, &settings).await
-        }
+        Command::Refetch { options, settings } => commands::refetch::run(options, &settings).await,
     }
 }

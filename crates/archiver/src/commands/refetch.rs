@@ -21,17 +21,8 @@ use crate::exit::{CommandError, Outcome};
 use crate::progress::Progress;
 use crate::worker::{self, bounded, connect, Message, Publisher, Topology, REASON_HEADER};
 
-/// What `archiver refetch` was asked to do.
-#[derive(Debug)]
-pub struct Options {
-    pub session_ids: Vec<String>,
-    pub tenant: String,
-    pub enqueue: bool,
-    pub dry_run: bool,
-    pub force: bool,
-    pub from_dlq: bool,
-    pub limit: Option<u64>,
-}
+/// What `archiver refetch` was asked to do, as the command line gave it.
+pub use crate::cli::RefetchOptions as Options;
 
 /// What became of one session; the `outcome` word is what scripts match on.
 #[derive(Debug, Clone, Serialize)]
