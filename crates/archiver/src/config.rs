@@ -315,3 +315,34 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
     };
     Ok(archive::ArchiveConfig { store, fetch, limits })
 }
+
+/// The vendor API settings (CONTRACT.md section 7); the media hosts' extra CA is trusted
+/// for the vendor API as well, as both belong to the vendor.
+pub fn vendor_config(settings: &Settings, problems: &mut Problems) -> Option<archive::VendorConfig> {
+    let url = settings
+        .provider_api_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty());
+    let key = settings
+        .provider_api_key
+        .as_deref()
+        .map(str::trim)
+        .filter(|key| !key.is_empty());
+    let (Some(url), Some(key)) = (url, key) else {
+        problems.push(
+            "ARCHIVER_PROVIDER_API_URL and ARCHIVER_PROVIDER_API_KEY are required to ask the vendor for fresh reports",
+        );
+        return None;
+    };
+    let url = match url::Url::parse(url) {
+        Ok(url) if url.scheme() == "https" => url,
+        _ => {
+            problems.push(format!("ARCHIVER_PROVIDER_API_URL must be an https URL, got {url:?}"));
+            return None;
+        }
+    };
+    let mut config = archive::VendorConfig::new(url, key.to_string());
+    config.extra_ca_pem = read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), problems);
+    Some(config)
+}

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use archive::{Archiver, Disposition, Manifest, MediaEntry, Received, ReportEvent, VendorClient, VendorConfig};
+use archive::{Archiver, Disposition, Manifest, MediaEntry, Received, ReportEvent, VendorClient};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::BasicProperties;
@@ -89,7 +89,7 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
     crate::logging::init_with_default(&settings.log_format, default_level)?;
     let mut problems = Problems::default();
     check_options(&options, &mut problems);
-    let vendor = vendor_config(settings, &mut problems);
+    let vendor = config::vendor_config(settings, &mut problems);
     let topology = worker::config::topology(settings, &mut problems);
     problems.finish()?;
     let Some(vendor) = vendor else {
@@ -164,37 +164,6 @@ fn check_options(options: &Options, problems: &mut Problems) {
             options.tenant
         ));
     }
-}
-
-/// The vendor API settings (CONTRACT.md section 7); the media hosts' extra CA is trusted
-/// for the vendor API as well, as both belong to the vendor.
-pub fn vendor_config(settings: &Settings, problems: &mut Problems) -> Option<VendorConfig> {
-    let url = settings
-        .provider_api_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|url| !url.is_empty());
-    let key = settings
-        .provider_api_key
-        .as_deref()
-        .map(str::trim)
-        .filter(|key| !key.is_empty());
-    let (Some(url), Some(key)) = (url, key) else {
-        problems.push(
-            "ARCHIVER_PROVIDER_API_URL and ARCHIVER_PROVIDER_API_KEY are required to ask the vendor for fresh reports",
-        );
-        return None;
-    };
-    let url = match url::Url::parse(url) {
-        Ok(url) if url.scheme() == "https" => url,
-        _ => {
-            problems.push(format!("ARCHIVER_PROVIDER_API_URL must be an https URL, got {url:?}"));
-            return None;
-        }
-    };
-    let mut config = VendorConfig::new(url, key.to_string());
-    config.extra_ca_pem = config::read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), problems);
-    Some(config)
 }
 
 /// One session: skip it if finished (unless `--force`), else get a fresh report and

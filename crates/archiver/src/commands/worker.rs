@@ -31,7 +31,7 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     // The vendor API is optional for the worker: with it, an event whose URLs expired is
     // archived again with fresh ones; without it, such an event is dead-lettered.
     let vendor = if settings.provider_api_url.is_some() || settings.provider_api_key.is_some() {
-        crate::commands::refetch::vendor_config(settings, &mut problems)
+        config::vendor_config(settings, &mut problems)
     } else {
         None
     };
