@@ -1,4 +1,4 @@
-//! Fuzzes report-event parsing (crates/archive/src/event.rs): no input may panic, and an
+//! Fuzzes report-event parsing (crates/archive/src/event/): no input may panic, and an
 //! accepted event must meet every rule of CONTRACT.md section 1.
 //!
 //! The module is compiled here from its source file rather than through the `archive`
@@ -6,7 +6,7 @@
 //! many minutes and add nothing to what is fuzzed. It uses no other module of the crate.
 #![no_main]
 
-#[path = "../../crates/archive/src/event.rs"]
+#[path = "../../crates/archive/src/event/mod.rs"]
 #[allow(dead_code)]
 mod event;
 

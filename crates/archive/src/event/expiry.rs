@@ -1,0 +1,54 @@
+//! When an event's media URLs expire (CONTRACT.md section 1, "URL expiry").
+
+use time::{Duration, OffsetDateTime, PrimitiveDateTime};
+use url::Url;
+
+use super::{Received, ReportEvent};
+
+/// When the event's URLs expire by the event alone: `ttl` after `issued_at`, else after
+/// the AMQP timestamp, else after receipt (CONTRACT.md section 1).
+pub fn event_expiry(event: &ReportEvent, received: &Received, ttl: std::time::Duration) -> OffsetDateTime {
+    let start = event
+        .issued_at
+        .or(received.amqp_timestamp)
+        .unwrap_or(received.received_at);
+    start.saturating_add(Duration::try_from(ttl).unwrap_or(Duration::MAX))
+}
+
+/// The expiry a URL carries itself: `X-Amz-Date` plus `X-Amz-Expires` (S3 presigned),
+/// or a unix `Expires=` (CloudFront, GCS). The earliest wins when both are present.
+pub fn url_own_expiry(url: &Url) -> Option<OffsetDateTime> {
+    let mut amz_date = None;
+    let mut amz_expires = None;
+    let mut unix_expires = None;
+    for (name, value) in url.query_pairs() {
+        if name.eq_ignore_ascii_case("X-Amz-Date") {
+            amz_date = parse_amz_date(&value);
+        } else if name.eq_ignore_ascii_case("X-Amz-Expires") {
+            amz_expires = value.parse::<i64>().ok().filter(|secs| *secs >= 0);
+        } else if name == "Expires" {
+            unix_expires = value
+                .parse::<i64>()
+                .ok()
+                .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok());
+        }
+    }
+    let presigned = match (amz_date, amz_expires) {
+        (Some(date), Some(secs)) => Some(date.saturating_add(Duration::seconds(secs))),
+        _ => None,
+    };
+    [presigned, unix_expires].into_iter().flatten().min()
+}
+
+/// `20261125T100000Z`, the basic ISO 8601 form SigV4 uses.
+fn parse_amz_date(text: &str) -> Option<OffsetDateTime> {
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(PrimitiveDateTime::assume_utc)
+}
+
+/// The expiry of one media URL: the earlier of the event's expiry and the URL's own.
+pub fn media_expiry(event_expiry: OffsetDateTime, url: &Url) -> OffsetDateTime {
+    url_own_expiry(url).map_or(event_expiry, |own| own.min(event_expiry))
+}
