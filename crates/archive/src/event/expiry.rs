@@ -7,11 +7,17 @@ use super::{Received, ReportEvent};
 
 /// When the event's URLs expire by the event alone: `ttl` after `issued_at`, else after
 /// the AMQP timestamp, else after receipt (CONTRACT.md section 1).
+///
+/// A start later than the receipt is clamped to the receipt: the vendor cannot have issued
+/// the URLs after we received them, so an `issued_at` (or a timestamp) in the future is a
+/// wrong clock or a forged event, and trusting it would let fetches run past the URLs' real
+/// lifetime (a year-2100 `issued_at` would keep retrying a dead URL for a century).
 pub fn event_expiry(event: &ReportEvent, received: &Received, ttl: std::time::Duration) -> OffsetDateTime {
     let start = event
         .issued_at
         .or(received.amqp_timestamp)
-        .unwrap_or(received.received_at);
+        .unwrap_or(received.received_at)
+        .min(received.received_at);
     start.saturating_add(Duration::try_from(ttl).unwrap_or(Duration::MAX))
 }
 

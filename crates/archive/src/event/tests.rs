@@ -241,3 +241,49 @@ fn the_earliest_expiry_wins() {
     );
     assert_eq!(url_own_expiry(&Url::parse("https://cdn.example/v.mp4").unwrap()), None);
 }
+
+/// Regression: an `issued_at` in the future was trusted, so its URLs counted as valid
+/// until an hour after that future time.
+#[test]
+fn a_start_in_the_future_is_clamped_to_the_receipt() {
+    let ttl = std::time::Duration::from_secs(3600);
+    let received_at = datetime!(2026-11-25 12:00:00 UTC);
+    let mut event = parse_event(GOOD.as_bytes()).unwrap();
+    let cases = [
+        // (issued_at, amqp_timestamp, expected expiry)
+        (
+            Some(datetime!(2100-01-01 00:00:00 UTC)),
+            None,
+            datetime!(2026-11-25 13:00:00 UTC),
+        ),
+        (
+            Some(datetime!(2026-11-25 12:00:01 UTC)),
+            None,
+            datetime!(2026-11-25 13:00:00 UTC),
+        ),
+        (
+            None,
+            Some(datetime!(2030-01-01 00:00:00 UTC)),
+            datetime!(2026-11-25 13:00:00 UTC),
+        ),
+        // The past and the present are kept as they are.
+        (
+            Some(datetime!(2026-11-25 11:30:00 UTC)),
+            None,
+            datetime!(2026-11-25 12:30:00 UTC),
+        ),
+        (Some(received_at), None, datetime!(2026-11-25 13:00:00 UTC)),
+    ];
+    for (issued_at, amqp_timestamp, expected) in cases {
+        event.issued_at = issued_at;
+        let received = Received {
+            amqp_timestamp,
+            received_at,
+        };
+        assert_eq!(
+            event_expiry(&event, &received, ttl),
+            expected,
+            "issued_at {issued_at:?}, amqp timestamp {amqp_timestamp:?}"
+        );
+    }
+}
