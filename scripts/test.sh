@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test-suite command (what .ci/run calls): starts the local stack, runs the whole
-# suite against it, then the extra checks in scripts/checks/. Exits non-zero if anything
+# The test-suite command (what .ci/run calls): checks formatting and the dependency policy
+# (deny.toml), starts the local stack, builds, lints with clippy, runs the whole suite
+# against the stack, then the extra checks in scripts/checks/. Exits non-zero if anything
 # failed, after running everything (so one report shows every failure).
 #
 #   bash scripts/test.sh                 # everything
@@ -12,18 +13,10 @@ repo_root=$(pwd)
 started=$SECONDS
 step() { printf '\n==> %s (%ds)\n' "$*" "$((SECONDS - started))"; }
 
-step "starting the local stack (scripts/stack/up.sh)"
-bash scripts/stack/up.sh
-# shellcheck disable=SC1091
-source "${ARCHIVER_STACK_DIR:-$repo_root/.stack}/env"
-
 status=0
 # A committed Cargo.lock is honoured exactly (CI builds what was tested).
 locked=()
 [[ -f Cargo.lock ]] && locked=(--locked)
-
-step "building the workspace and its tests"
-cargo build --workspace --all-targets "${locked[@]}"
 
 # One line per part, repeated at the end so the outcome is the last thing printed.
 results=()
@@ -32,6 +25,41 @@ record() { # record NAME STATUS [DETAIL]
 }
 suite_log=$(mktemp)
 trap 'rm -f "$suite_log"' EXIT
+
+# The cheap checks first: they need neither the stack nor a build.
+step "checking formatting (cargo fmt --all -- --check)"
+fmt=0
+cargo fmt --all -- --check || fmt=$?
+record "formatting (cargo fmt --check)" "$fmt"
+
+step "checking the dependency policy (cargo deny check bans licenses sources; deny.toml)"
+# Advisories are left out: their database is fetched from GitHub, which CI cannot reach
+# (README, "Checks"). The other three need only the crates' manifests, so the crates are
+# fetched first (from crates.io, like the build does), then cargo-deny runs with
+# --offline, and in a network namespace without network when `unshare` allows it, so
+# nothing in it can fetch.
+deny=0
+offline=()
+unshare --net true 2>/dev/null && offline=(unshare --net)
+if bash scripts/install-cargo-deny.sh && cargo fetch "${locked[@]}"; then
+	"${offline[@]}" cargo deny --offline "${locked[@]}" check bans licenses sources || deny=$?
+else
+	deny=$?
+fi
+record "dependency policy (cargo deny: bans, licenses, sources)" "$deny"
+
+step "starting the local stack (scripts/stack/up.sh)"
+bash scripts/stack/up.sh
+# shellcheck disable=SC1091
+source "${ARCHIVER_STACK_DIR:-$repo_root/.stack}/env"
+
+step "building the workspace and its tests"
+cargo build --workspace --all-targets "${locked[@]}"
+
+step "linting (cargo clippy --workspace --all-targets -- -D warnings)"
+clippy=0
+cargo clippy --workspace --all-targets "${locked[@]}" -- -D warnings || clippy=$?
+record "lints (cargo clippy -D warnings)" "$clippy"
 
 step "running the test suite"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -11,6 +11,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SanType,
 };
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A certificate authority for tests, with its certificate in a PEM file.
@@ -98,16 +99,7 @@ impl TestCa {
     }
 
     fn ca_der(&self) -> CertificateDer<'static> {
-        let block = self
-            .ca_pem
-            .lines()
-            .filter(|line| !line.starts_with("-----"))
-            .collect::<String>();
-        use base64::Engine as _;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(block)
-            .expect("CA PEM is base64");
-        CertificateDer::from(der)
+        CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).expect("CA PEM holds one certificate")
     }
 }
 
