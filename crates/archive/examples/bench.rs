@@ -51,6 +51,7 @@ async fn main() {
                 SseCustomerKey::from_base64(&required("ARCHIVER_SSE_C_KEY")).expect("ARCHIVER_SSE_C_KEY"),
             ),
             key_id: "k1".into(),
+            previous_keys: Vec::new(),
             part_size: env("BENCH_PART_SIZE").map_or(8 * 1024 * 1024, |size| size.parse().expect("BENCH_PART_SIZE")),
             operation_timeout: Duration::from_secs(120),
         },
@@ -75,7 +76,9 @@ async fn main() {
             });
             async move {
                 let event = archive::parse_event(body.to_string().as_bytes()).expect("a valid event");
-                let archived = archiver.archive(&event, &Received::now()).await;
+                let archived = archiver
+                    .archive(&event, &Received::now(), &archive::CancellationToken::new())
+                    .await;
                 let bytes = archived.manifest.as_ref().map_or(0, |manifest| {
                     manifest
                         .media

@@ -33,6 +33,9 @@ pub struct StoreConfig {
     pub sse: Sse,
     /// A name for the key in use, recorded in object metadata and the manifest.
     pub key_id: String,
+    /// Earlier SSE-C keys by key id (`ARCHIVER_SSE_C_KEYRING_FILE`): used only to read
+    /// what they wrote (manifests written before a rotation); never to write.
+    pub previous_keys: Vec<(String, SseCustomerKey)>,
     /// Multipart part size; objects smaller than one part go up with a single PUT.
     pub part_size: usize,
     /// Deadline for each S3 call attempt.

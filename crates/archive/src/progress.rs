@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use media::MediaKind;
 
+use crate::manifest::MediaStatus;
+
 /// Told what happens to each media of one event. Calls come from the event's task; keep
 /// them cheap (the bytes callback runs once per network chunk).
 pub trait ProgressObserver: Send + Sync {
@@ -16,8 +18,8 @@ pub trait ProgressObserver: Send + Sync {
     fn attempt_started(&self, _kind: MediaKind) {}
     /// `bytes` more bytes of `kind` went through the validator into the store.
     fn bytes(&self, _kind: MediaKind, _bytes: u64) {}
-    /// `kind` ended with `status` (`stored`, `absent`, `rejected`, `failed`).
-    fn finished(&self, _kind: MediaKind, _status: &'static str) {}
+    /// `kind` ended with `status`.
+    fn finished(&self, _kind: MediaKind, _status: MediaStatus) {}
     /// An attempt at `kind` ended (stored or not); where its time went.
     fn attempt_timings(&self, _kind: MediaKind, _timings: &StageTimings) {}
 }
@@ -59,6 +61,6 @@ pub(crate) fn attempt_timings(kind: MediaKind, timings: &StageTimings) {
     with(|observer| observer.attempt_timings(kind, timings));
 }
 
-pub(crate) fn finished(kind: MediaKind, status: &'static str) {
+pub(crate) fn finished(kind: MediaKind, status: MediaStatus) {
     with(|observer| observer.finished(kind, status));
 }

@@ -349,32 +349,3 @@ mod event_json_tests {
         assert_eq!(again, event);
     }
 }
-
-/// Whether fresh URLs could finish what `archived` could not: it was dead-lettered, and
-/// every failed media failed because its URL expired or was refused as such (401, 403,
-/// 410: what a presigned URL past its expiry answers). Failures of another kind (404,
-/// too large, host not allowed) would fail again with fresh URLs.
-pub fn wants_fresh_urls(archived: &crate::Archived) -> bool {
-    let Some(manifest) = &archived.manifest else {
-        return false;
-    };
-    let crate::Disposition::DeadLetter { .. } = archived.disposition else {
-        return false;
-    };
-    let mut failed = manifest
-        .media
-        .entries()
-        .into_iter()
-        .filter_map(|(_, entry)| match entry {
-            crate::MediaEntry::Failed { reason } => Some(reason.as_str()),
-            _ => None,
-        });
-    let expired = |reason: &str| {
-        reason.starts_with("url expired")
-            || ["source answered 401", "source answered 403", "source answered 410"]
-                .iter()
-                .any(|status| reason.starts_with(status))
-    };
-    let first = failed.next();
-    first.is_some_and(expired) && failed.all(expired)
-}

@@ -189,6 +189,9 @@ pub struct Settings {
     /// File holding the base64 SSE-C key (a mounted Kubernetes Secret); instead of --sse-c-key.
     #[arg(long, env = "ARCHIVER_SSE_C_KEY_FILE", conflicts_with = "sse_c_key")]
     pub sse_c_key_file: Option<PathBuf>,
+    /// Previous SSE-C keys, one `key_id=base64` a line, to read what they wrote (never to write).
+    #[arg(long, env = "ARCHIVER_SSE_C_KEYRING_FILE")]
+    pub sse_c_keyring_file: Option<PathBuf>,
     /// A name for the key in use, recorded in metadata and manifest.
     #[arg(long, env = "ARCHIVER_SSE_KEY_ID", default_value = "k1")]
     pub sse_key_id: String,

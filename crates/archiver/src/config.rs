@@ -290,6 +290,10 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
     if attempt_timeout_secs == 0 || attempts == 0 {
         problems.push("ARCHIVER_FETCH_TIMEOUT_SECS and ARCHIVER_FETCH_ATTEMPTS must be at least 1");
     }
+    let previous_keys = match &settings.sse_c_keyring_file {
+        Some(path) => keyring(path, &mut problems),
+        None => Vec::new(),
+    };
     problems.finish()?;
     let Some(sse) = sse else {
         return Err(CommandError::usage("invalid configuration: ARCHIVER_SSE"));
@@ -308,12 +312,49 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
         extra_ca_pem: s3_ca,
         sse,
         key_id,
-        part_size: 8 * 1024 * 1024,
-        // A streamed part paces itself on the download, so its request may last as long
-        // as a download attempt.
-        operation_timeout: Duration::from_secs(attempt_timeout_secs.max(120)),
+        previous_keys,
+        part_size: PART_SIZE,
+        // Each request sends at most one part from memory: two minutes is ample even for a
+        // slow store, and short enough that a stalled one is noticed.
+        operation_timeout: Duration::from_secs(120),
     };
     Ok(archive::ArchiveConfig { store, fetch, limits })
+}
+
+/// Multipart part size: the memory one large media holds while it is fetched (see
+/// crates/archive/src/store/multipart.rs), and the single-PUT threshold.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+
+/// `ARCHIVER_SSE_C_KEYRING_FILE`: one `key_id=base64` a line; blank lines and `#` comments
+/// are skipped. Every bad line is a problem of its own, named by its number (never its key).
+fn keyring(path: &std::path::Path, problems: &mut Problems) -> Vec<(String, archive::SseCustomerKey)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(err) => {
+            problems.push(format!("ARCHIVER_SSE_C_KEYRING_FILE {}: {err}", path.display()));
+            return Vec::new();
+        }
+    };
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let parsed = line
+            .split_once('=')
+            .ok_or_else(|| "is not key_id=base64".to_string())
+            .and_then(|(id, key)| Ok((id.trim().to_string(), archive::SseCustomerKey::from_base64(key.trim())?)));
+        match parsed {
+            Ok((id, key)) if !id.is_empty() => keys.push((id, key)),
+            Ok(_) => problems.push(format!(
+                "ARCHIVER_SSE_C_KEYRING_FILE line {}: the key id is empty",
+                number + 1
+            )),
+            Err(why) => problems.push(format!("ARCHIVER_SSE_C_KEYRING_FILE line {}: {why}", number + 1)),
+        }
+    }
+    keys
 }
 
 /// The vendor API settings (CONTRACT.md section 7); the media hosts' extra CA is trusted

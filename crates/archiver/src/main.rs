@@ -1,13 +1,13 @@
 //! `archiver`: thin glue between the command line and the pipeline crates.
 #![forbid(unsafe_code)]
 
+mod broker;
 mod cli;
 mod commands;
 mod config;
 mod exit;
 mod logging;
 mod metrics;
-mod progress;
 mod worker;
 
 use std::process::ExitCode;

@@ -1,10 +1,10 @@
 //! `archiver archive FILE|-`: archives one report event now and prints its manifest
-//! (CONTRACT.md section 5).
+//! (docs/contract.md section 5).
 
 use std::io::Read;
 use std::path::Path;
 
-use archive::{Archiver, Disposition, MediaEntry, Received};
+use archive::{Archiver, CancellationToken, Disposition, Received};
 
 use crate::cli::Settings;
 use crate::config;
@@ -23,24 +23,23 @@ pub async fn run(file: &Path, settings: &Settings) -> Result<Outcome, CommandErr
     let archiver = Archiver::new(archive_config)
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
-    let archived = archiver.archive(&event, &Received::now()).await;
+    let archived = archiver
+        .archive(&event, &Received::now(), &CancellationToken::new())
+        .await;
     if let Some(manifest) = &archived.manifest {
         let text = serde_json::to_string_pretty(manifest).map_err(|err| CommandError::Failed(err.into()))?;
         println!("{text}");
     }
     match archived.disposition {
         Disposition::Done => {
-            let all_kept = archived.manifest.as_ref().is_some_and(|manifest| {
-                manifest
-                    .media
-                    .entries()
-                    .iter()
-                    .all(|(_, entry)| matches!(entry, MediaEntry::Stored(_) | MediaEntry::Absent))
-            });
+            let all_kept = archived
+                .manifest
+                .as_ref()
+                .is_some_and(|manifest| manifest.is_complete());
             Ok(if all_kept { Outcome::Done } else { Outcome::Partial })
         }
-        Disposition::DeadLetter { reason } | Disposition::Retry { reason } => {
-            eprintln!("archiver: {reason}");
+        Disposition::DeadLetter(failure) | Disposition::Retry(failure) => {
+            eprintln!("archiver: {}", failure.reason);
             Ok(Outcome::Partial)
         }
     }

@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
+use crate::broker::{self, bounded, connect, RESULTS_EXCHANGE};
 use crate::cli::Settings;
 use crate::config::Problems;
 use crate::exit::{CommandError, Outcome};
-use crate::worker::{self, bounded, connect, RESULTS_EXCHANGE};
 
 pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     let mut problems = Problems::default();
-    let topology = worker::config::topology(settings, &mut problems);
+    let topology = crate::worker::config::topology(settings, &mut problems);
     problems.finish()?;
     crate::logging::init(&settings.log_format)?;
 
@@ -19,7 +19,7 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
         let channel = bounded("open a channel", connection.create_channel()).await?;
         topology.declare(&channel).await?;
         let _ = bounded("close the connection", connection.close(200, "declared".into())).await;
-        Ok::<_, worker::BrokerError>(())
+        Ok::<_, broker::BrokerError>(())
     };
     declare.await.map_err(|err| CommandError::Failed(err.into()))?;
     let declared = json!({

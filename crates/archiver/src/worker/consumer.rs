@@ -14,10 +14,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::broker::{bounded, connect, BrokerError};
-use super::publisher::Publisher;
 use super::settle::{settle, Context};
 use super::{Handler, WorkerConfig};
+use crate::broker::{bounded, connect, BrokerError, Publisher};
 use crate::metrics::Readiness;
 
 /// How long the worker keeps trying to reach a broker that is gone before it gives up and
@@ -65,14 +64,16 @@ pub async fn run<H: Handler>(
         };
         tracing::info!(queue = %config.topology.queue, concurrency = config.concurrency, "consuming");
         readiness.set_broker(true);
-        let end = consume(&mut session, &context, &semaphore, &mut tasks, &shutdown).await;
+        // Fires when this session is lost: its tasks stop before their next side effect.
+        let lost = CancellationToken::new();
+        let end = consume(&mut session, &context, &semaphore, &mut tasks, &shutdown, &lost).await;
         readiness.set_broker(false);
         match end {
             SessionEnd::Shutdown => break Ok(Some(session)),
             SessionEnd::Lost(why) => {
-                // Tasks of the lost session keep running: their acknowledgements fail and
-                // the broker redelivers their events, which the pipeline archives again
-                // under the same keys.
+                // The broker redelivers the lost session's events; its tasks write nothing
+                // more (no manifest, no publish), so a stale writer cannot race the new one.
+                lost.cancel();
                 tracing::warn!(reason = %why, "lost the broker; reconnecting");
             }
         }
@@ -162,6 +163,7 @@ async fn consume<H: Handler>(
     semaphore: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
     shutdown: &CancellationToken,
+    lost: &CancellationToken,
 ) -> SessionEnd {
     loop {
         while let Some(finished) = tasks.try_join_next() {
@@ -188,6 +190,7 @@ async fn consume<H: Handler>(
             None => return SessionEnd::Lost("the broker cancelled the subscription".to_owned()),
         };
         let context = context.clone();
+        let lost = lost.clone();
         let span = tracing::info_span!(
             "event",
             delivery_tag = delivery.delivery_tag,
@@ -197,7 +200,7 @@ async fn consume<H: Handler>(
         tasks.spawn(
             async move {
                 let _permit = permit;
-                settle(delivery, &context).await;
+                settle(delivery, &context, &lost).await;
             }
             .instrument(span),
         );

@@ -1,14 +1,15 @@
-//! The archive pipeline as the worker's [`Handler`]: parse, archive, and turn the
-//! pipeline's [`Disposition`] (the one classification) into a [`Settlement`].
+//! The archive pipeline as the worker's [`Handler`]: parse, archive, refresh expired URLs
+//! once through the vendor API, and hand the pipeline's [`Disposition`] (the one
+//! classification) to the settlement as it is.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use archive::{Archived, Archiver, Disposition, MediaEntry, Received, VendorClient};
+use archive::{Archived, Archiver, CancellationToken, Disposition, MediaEntry, Received, VendorClient};
 use time::OffsetDateTime;
 
 use super::result::MediaResult;
-use super::{Handled, Handler, Incoming, ResultEvent, Settlement};
+use super::{Handled, Handler, Incoming, ResultEvent};
 use crate::metrics::EventMetrics;
 
 /// Archives each event with one shared [`Archiver`].
@@ -34,32 +35,32 @@ impl Pipeline {
         Pipeline { vendor, ..self }
     }
 
-    /// Asks the vendor for fresh URLs once when that is what `archived` lacks.
-    async fn refresh_if_expired(&self, event: &archive::ReportEvent, archived: Archived) -> Archived {
+    /// Asks the vendor for fresh URLs once when that is what `archived` lacks (decided on
+    /// the failures' causes, in `archive::outcome`).
+    async fn refresh_if_expired(
+        &self,
+        event: &archive::ReportEvent,
+        archived: Archived,
+        lost: &CancellationToken,
+    ) -> Archived {
         let Some(vendor) = &self.vendor else {
             return archived;
         };
-        if !archive::wants_fresh_urls(&archived) {
+        if !archived.wants_fresh_urls() {
             return archived;
         }
         match vendor.fresh_report(&event.session_id, &event.tenant).await {
             Ok(fresh) => {
                 tracing::info!("media urls expired; archiving again with fresh urls from the vendor api");
-                self.archiver
-                    .archive(
-                        &fresh,
-                        &Received {
-                            amqp_timestamp: None,
-                            received_at: OffsetDateTime::now_utc(),
-                        },
-                    )
-                    .await
+                self.archiver.archive(&fresh, &Received::now(), lost).await
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot refresh expired urls from the vendor api");
                 let mut archived = archived;
-                if let Disposition::DeadLetter { reason } = &mut archived.disposition {
-                    reason.push_str(&format!("; refresh from the vendor api failed: {err}"));
+                if let Disposition::DeadLetter(failure) = &mut archived.disposition {
+                    failure
+                        .reason
+                        .push_str(&format!("; refresh from the vendor api failed: {err}"));
                 }
                 archived
             }
@@ -73,16 +74,11 @@ impl Handler for Pipeline {
             Ok(event) => event,
             Err(err) => {
                 // The pipeline words the reason, so `archiver archive` and the worker agree.
-                let reason = match Disposition::invalid_event(&err) {
-                    Disposition::DeadLetter { reason } | Disposition::Retry { reason } => reason,
-                    Disposition::Done => err.to_string(),
-                };
-                let settlement = Settlement::DeadLetter {
-                    result: ResultEvent::unparsed(incoming.body, &reason),
-                    reason,
-                };
+                let disposition = Disposition::invalid_event(&err);
+                let reason = disposition.failure().map(|f| f.reason.clone()).unwrap_or_default();
                 return Handled {
-                    settlement,
+                    result: ResultEvent::unparsed(incoming.body, &reason),
+                    disposition,
                     metrics: EventMetrics::for_unparsed(),
                 };
             }
@@ -98,32 +94,30 @@ impl Handler for Pipeline {
         let metrics = EventMetrics::for_event(&event, &received, self.url_ttl);
         let archived = self
             .archiver
-            .archive_with_progress(&event, &received, metrics.clone())
+            .archive_with_progress(&event, &received, incoming.lost, metrics.clone())
             .await;
-        let archived = self.refresh_if_expired(&event, archived).await;
-        let result = result_event(&event.session_id, &event.tenant, &archived);
-        let settlement = match archived.disposition {
-            Disposition::Done => Settlement::Done { result },
-            Disposition::DeadLetter { reason } => Settlement::DeadLetter { reason, result },
-            Disposition::Retry { reason } => Settlement::Retry { reason, result },
-        };
-        Handled { settlement, metrics }
+        let archived = self.refresh_if_expired(&event, archived, incoming.lost).await;
+        Handled {
+            result: result_event(&event.session_id, &event.tenant, &archived),
+            disposition: archived.disposition,
+            metrics,
+        }
     }
 }
 
 fn result_event(session_id: &str, tenant: &str, archived: &Archived) -> ResultEvent {
     let mut media = BTreeMap::new();
     if let Some(manifest) = &archived.manifest {
-        for (name, entry) in manifest.media.entries() {
+        for (kind, entry) in manifest.media.entries() {
             let (key, reason) = match entry {
                 MediaEntry::Stored(stored) => (Some(stored.key.clone()), None),
                 MediaEntry::Absent => (None, None),
-                MediaEntry::Rejected { reason } | MediaEntry::Failed { reason } => (None, Some(reason.clone())),
+                MediaEntry::Rejected { reason } | MediaEntry::Failed { reason, .. } => (None, Some(reason.clone())),
             };
             media.insert(
-                name.to_owned(),
+                archive::manifest_name(kind).to_owned(),
                 MediaResult {
-                    status: entry.status().to_owned(),
+                    status: entry.status(),
                     key,
                     reason,
                 },

@@ -1,5 +1,5 @@
 //! The result event published to `archiver.results` for every settled event
-//! (CONTRACT.md section 4): which session, what became of it, where its manifest is, and
+//! (docs/contract.md section 4): which session, what became of it, where its manifest is, and
 //! each media's status.
 
 use std::collections::BTreeMap;
@@ -24,8 +24,7 @@ pub struct ResultEvent {
 /// One media's status, as in the manifest, without the technical details.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MediaResult {
-    /// `stored`, `absent`, `rejected` or `failed`.
-    pub status: String,
+    pub status: archive::MediaStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

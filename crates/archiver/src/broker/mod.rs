@@ -1,5 +1,15 @@
-//! Talking to RabbitMQ: connections, and a timeout around every broker call, because a
-//! broker that stops answering must not stall the worker forever.
+//! The broker adapter: connections, a timeout around every broker call (a broker that
+//! stops answering must not stall the worker forever), the topology, confirmed publishes
+//! and the dead-letter copy. The consume loop (`worker/`) and `refetch` use it; nothing
+//! else talks to RabbitMQ.
+
+mod dead_letter;
+mod publisher;
+mod topology;
+
+pub use dead_letter::{cause_of, dead_letter_copy};
+pub use publisher::{Message, Publisher};
+pub use topology::{Topology, RESULTS_EXCHANGE};
 
 use std::future::Future;
 use std::time::Duration;
@@ -39,15 +49,30 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// Adds the fix to a declaration refused because the existing queue differs.
+    /// Adds the fix to a declaration refused because the existing queue differs: the
+    /// broker closes the channel with reply code 406 (PRECONDITION_FAILED).
     pub fn explain_inequivalent(self, name: &str) -> BrokerError {
-        if self.to_string().contains("inequivalent arg") {
+        if self.reply_code() == Some(406) {
             BrokerError::Inequivalent {
                 name: name.to_owned(),
                 source: Box::new(self),
             }
         } else {
             self
+        }
+    }
+}
+
+impl BrokerError {
+    /// The AMQP reply code the broker closed the channel or connection with, if it did.
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            BrokerError::Call { source, .. } => match source.kind() {
+                lapin::ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+                _ => None,
+            },
+            BrokerError::Inequivalent { source, .. } => source.reply_code(),
+            _ => None,
         }
     }
 }

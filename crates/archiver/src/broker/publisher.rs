@@ -9,7 +9,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Mutex;
 
-use super::broker::{bounded, connect, BrokerError};
+use super::{bounded, connect, BrokerError};
 
 /// A confirmed-publish channel, (re)opened on first use after any failure.
 pub struct Publisher {

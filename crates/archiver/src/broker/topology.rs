@@ -1,17 +1,14 @@
-//! The broker topology of CONTRACT.md section 4, declared idempotently by `archiver worker`
+//! The broker topology of docs/contract.md section 4, declared idempotently by `archiver worker`
 //! and `archiver topology`.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, ExchangeKind};
 
-use super::broker::{bounded, BrokerError};
+use super::{bounded, BrokerError};
 
 /// The durable topic exchange that result events go to.
 pub const RESULTS_EXCHANGE: &str = "archiver.results";
-
-/// Header that names why the worker dead-lettered a message.
-pub const REASON_HEADER: &str = "x-archiver-reason";
 
 /// The names and arguments that make up one worker queue's topology.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use archive::ProgressObserver;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use media::MediaKind;
 
-use crate::commands::refetch::SessionReport;
+use super::SessionReport;
 
 /// The display for one run of `archiver refetch`.
 pub struct Progress {
@@ -47,7 +47,7 @@ impl Progress {
         } else {
             &report.session_id
         };
-        let mut line = format!("{who}: {}", report.outcome);
+        let mut line = format!("{who}: {}", report.outcome.as_str());
         if let Some(reason) = &report.reason {
             line.push_str(&format!(" ({reason})"));
         }
@@ -96,11 +96,7 @@ struct SessionObserver {
 }
 
 fn label(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Source => "source_image",
-        MediaKind::Target => "target_image",
-        MediaKind::Video => "video",
-    }
+    archive::manifest_name(kind)
 }
 
 impl ProgressObserver for SessionObserver {
@@ -140,7 +136,7 @@ impl ProgressObserver for SessionObserver {
         }
     }
 
-    fn finished(&self, kind: MediaKind, status: &'static str) {
+    fn finished(&self, kind: MediaKind, status: archive::MediaStatus) {
         let mut media = self.media.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = media.remove(&kind);
         let (bytes, elapsed) = state

@@ -1,4 +1,4 @@
-//! `archiver refetch`: asks the vendor API (CONTRACT.md section 6) for a fresh report of
+//! `archiver refetch`: asks the vendor API (docs/contract.md section 6) for a fresh report of
 //! each session and archives it now, publishes it to the queue (`--enqueue`), or only
 //! shows what would be fetched (`--dry-run`). `--from-dlq` takes the sessions from the
 //! dead-letter queue instead, and acknowledges each dead-lettered message only once its
@@ -7,31 +7,75 @@
 //! Stdout carries one JSON line per session (what a script reads); stderr carries the
 //! progress display and the summary (what a person reads).
 
+mod display;
+mod dlq;
+
 use std::collections::BTreeMap;
 
-use archive::{Archiver, Disposition, Manifest, MediaEntry, Received, ReportEvent, VendorClient};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use archive::{Archiver, CancellationToken, Disposition, Manifest, MediaStatus, Received, ReportEvent, VendorClient};
 use lapin::BasicProperties;
 use serde::Serialize;
 
+use crate::broker::{bounded, connect, BrokerError, Message, Publisher, Topology};
 use crate::cli::Settings;
 use crate::config::{self, Problems};
 use crate::exit::{CommandError, Outcome};
-use crate::progress::Progress;
-use crate::worker::{self, bounded, connect, Message, Publisher, Topology, REASON_HEADER};
+use display::Progress;
 
 /// What `archiver refetch` was asked to do, as the command line gave it.
 pub use crate::cli::RefetchOptions as Options;
 
-/// What became of one session; the `outcome` word is what scripts match on.
+/// What became of one session, as the `outcome` word scripts match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefetchOutcome {
+    /// Archived now, every media stored or absent.
+    Archived,
+    /// Archived now, but a media was rejected.
+    Incomplete,
+    /// Finished before: nothing asked, nothing fetched.
+    AlreadyArchived,
+    /// The fresh report was published to the queue.
+    Enqueued,
+    /// `--dry-run`: what would be fetched.
+    WouldFetch,
+    /// The vendor, the store or a media failed; `reason` says why.
+    Failed,
+}
+
+impl RefetchOutcome {
+    pub const ALL: [RefetchOutcome; 6] = [
+        RefetchOutcome::Archived,
+        RefetchOutcome::AlreadyArchived,
+        RefetchOutcome::Enqueued,
+        RefetchOutcome::WouldFetch,
+        RefetchOutcome::Incomplete,
+        RefetchOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefetchOutcome::Archived => "archived",
+            RefetchOutcome::Incomplete => "incomplete",
+            RefetchOutcome::AlreadyArchived => "already-archived",
+            RefetchOutcome::Enqueued => "enqueued",
+            RefetchOutcome::WouldFetch => "would-fetch",
+            RefetchOutcome::Failed => "failed",
+        }
+    }
+
+    /// Whether the session needs nothing more from anyone.
+    pub fn is_settled(self) -> bool {
+        !matches!(self, RefetchOutcome::Incomplete | RefetchOutcome::Failed)
+    }
+}
+
+/// What became of one session; `outcome` is what scripts match on.
 #[derive(Debug, Clone, Serialize)]
 pub struct SessionReport {
     pub session_id: String,
     pub tenant: String,
-    /// `archived`, `incomplete` (archived, but a media was rejected or failed),
-    /// `already-archived`, `enqueued`, `would-fetch` or `failed`.
-    pub outcome: &'static str,
+    pub outcome: RefetchOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
     /// Each media's status (`stored`, `absent`, `rejected`, `failed`), or for
@@ -43,7 +87,7 @@ pub struct SessionReport {
 }
 
 impl SessionReport {
-    fn new(session_id: &str, tenant: &str, outcome: &'static str) -> Self {
+    fn new(session_id: &str, tenant: &str, outcome: RefetchOutcome) -> Self {
         SessionReport {
             session_id: session_id.to_string(),
             tenant: tenant.to_string(),
@@ -57,16 +101,12 @@ impl SessionReport {
     fn failed(session_id: &str, tenant: &str, reason: impl Into<String>) -> Self {
         SessionReport {
             reason: Some(reason.into()),
-            ..SessionReport::new(session_id, tenant, "failed")
+            ..SessionReport::new(session_id, tenant, RefetchOutcome::Failed)
         }
     }
 
-    /// Whether the session needs nothing more from anyone.
     fn is_settled(&self) -> bool {
-        matches!(
-            self.outcome,
-            "archived" | "already-archived" | "enqueued" | "would-fetch"
-        )
+        self.outcome.is_settled()
     }
 }
 
@@ -90,7 +130,7 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
     let mut problems = Problems::default();
     check_options(&options, &mut problems);
     let vendor = config::vendor_config(settings, &mut problems);
-    let topology = worker::config::topology(settings, &mut problems);
+    let topology = crate::worker::config::topology(settings, &mut problems);
     problems.finish()?;
     let Some(vendor) = vendor else {
         return Err(CommandError::usage("invalid configuration: vendor api"));
@@ -111,7 +151,7 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
     };
 
     let reports = if context.options.from_dlq {
-        drain_dead_letters(&context)
+        dlq::drain_dead_letters(&context)
             .await
             .map_err(|err| CommandError::Failed(err.into()))?
     } else {
@@ -173,8 +213,8 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
     let options = &context.options;
     if !options.force {
         match context.archiver.manifest(tenant, &session_id).await {
-            Ok(Some(manifest)) if is_finished(&manifest) => {
-                let mut report = SessionReport::new(&session_id, tenant, "already-archived");
+            Ok(Some(manifest)) if manifest.is_finished() => {
+                let mut report = SessionReport::new(&session_id, tenant, RefetchOutcome::AlreadyArchived);
                 report.manifest_key = Some(context.archiver.manifest_key(tenant, &session_id));
                 report.media = media_statuses(&manifest);
                 return report;
@@ -191,70 +231,46 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
         Err(err) => return SessionReport::failed(&session_id, tenant, err.to_string()),
     };
     if options.dry_run {
-        let mut report = SessionReport::new(&session_id, tenant, "would-fetch");
+        let mut report = SessionReport::new(&session_id, tenant, RefetchOutcome::WouldFetch);
         report.manifest_key = Some(context.archiver.manifest_key(tenant, &session_id));
-        for (name, url) in media_urls(&event) {
-            report
-                .media
-                .insert(name, url.map_or_else(|| "absent".to_string(), archive::redacted));
+        for slot in archive::SLOTS {
+            let url = archive::url_of(&event.face, slot.kind);
+            report.media.insert(
+                slot.manifest_name,
+                url.map_or_else(|| MediaStatus::Absent.to_string(), archive::redacted),
+            );
         }
         return report;
     }
     if options.enqueue {
         return match enqueue(context, &event).await {
-            Ok(()) => SessionReport::new(&session_id, tenant, "enqueued"),
+            Ok(()) => SessionReport::new(&session_id, tenant, RefetchOutcome::Enqueued),
             Err(err) => SessionReport::failed(&session_id, tenant, err.to_string()),
         };
     }
     let observer = context.progress.observer(&session_id);
     let archived = context
         .archiver
-        .archive_with_progress(&event, &Received::now(), observer)
+        .archive_with_progress(&event, &Received::now(), &CancellationToken::new(), observer)
         .await;
-    let mut report = SessionReport::new(&session_id, tenant, "archived");
+    let mut report = SessionReport::new(&session_id, tenant, RefetchOutcome::Archived);
     report.manifest_key = Some(archived.manifest_key.clone());
     if let Some(manifest) = &archived.manifest {
         report.media = media_statuses(manifest);
     }
     match archived.disposition {
-        Disposition::Done if archived.manifest.as_ref().is_some_and(all_kept) => report,
+        Disposition::Done if archived.manifest.as_ref().is_some_and(Manifest::is_complete) => report,
         Disposition::Done => SessionReport {
-            outcome: "incomplete",
+            outcome: RefetchOutcome::Incomplete,
             reason: Some("a media was rejected".into()),
             ..report
         },
-        Disposition::DeadLetter { reason } | Disposition::Retry { reason } => SessionReport {
-            outcome: "failed",
-            reason: Some(reason),
+        Disposition::DeadLetter(failure) | Disposition::Retry(failure) => SessionReport {
+            outcome: RefetchOutcome::Failed,
+            reason: Some(failure.reason),
             ..report
         },
     }
-}
-
-fn media_urls(event: &ReportEvent) -> [(&'static str, Option<&url::Url>); 3] {
-    let face = &event.face;
-    [
-        ("source_image", face.source_image.as_ref()),
-        ("target_image", face.target_image.as_ref()),
-        ("video", face.video_url.as_ref()),
-    ]
-}
-
-/// A manifest with no `failed` media: nothing a refetch could add.
-fn is_finished(manifest: &Manifest) -> bool {
-    manifest
-        .media
-        .entries()
-        .iter()
-        .all(|(_, entry)| !matches!(entry, MediaEntry::Failed { .. }))
-}
-
-fn all_kept(manifest: &Manifest) -> bool {
-    manifest
-        .media
-        .entries()
-        .iter()
-        .all(|(_, entry)| matches!(entry, MediaEntry::Stored(_) | MediaEntry::Absent))
 }
 
 fn media_statuses(manifest: &Manifest) -> BTreeMap<&'static str, String> {
@@ -262,11 +278,11 @@ fn media_statuses(manifest: &Manifest) -> BTreeMap<&'static str, String> {
         .media
         .entries()
         .iter()
-        .map(|(name, entry)| (*name, entry.status().to_string()))
+        .map(|(kind, entry)| (archive::manifest_name(*kind), entry.status().to_string()))
         .collect()
 }
 
-async fn declare_topology(context: &Context) -> Result<(), worker::BrokerError> {
+async fn declare_topology(context: &Context) -> Result<(), BrokerError> {
     let connection = connect(&context.amqp_url, "refetch").await?;
     let channel = bounded("open a channel", connection.create_channel()).await?;
     context.topology.declare(&channel).await?;
@@ -275,7 +291,7 @@ async fn declare_topology(context: &Context) -> Result<(), worker::BrokerError> 
 }
 
 /// Publishes the fresh event to the queue, persistent, and waits for the broker's confirm.
-async fn enqueue(context: &Context, event: &ReportEvent) -> Result<(), worker::BrokerError> {
+async fn enqueue(context: &Context, event: &ReportEvent) -> Result<(), BrokerError> {
     let Some(publisher) = &context.publisher else {
         return Ok(());
     };
@@ -295,131 +311,6 @@ async fn enqueue(context: &Context, event: &ReportEvent) -> Result<(), worker::B
     publisher.publish("publish the fresh event", message).await
 }
 
-/// Takes dead-lettered events one at a time. A recovered session's message is
-/// acknowledged once its manifest is written; one that cannot be recovered goes back to
-/// the dead-letter queue with an updated `x-archiver-reason` (the copy is confirmed before
-/// the original is acknowledged, so an interruption at worst leaves a duplicate).
-async fn drain_dead_letters(context: &Context) -> Result<Vec<SessionReport>, worker::BrokerError> {
-    let connection = connect(&context.amqp_url, "refetch").await?;
-    let channel = bounded("open a channel", connection.create_channel()).await?;
-    context.topology.declare(&channel).await?;
-    let dlq = context.topology.dead_letter_queue();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let waiting = bounded(
-        "count the dead-letter queue",
-        channel.queue_declare(dlq.as_str().into(), passive, FieldTable::default()),
-    )
-    .await?
-    .message_count();
-    // Each message is looked at once: those put back go to the end of the queue.
-    let budget = context.options.limit.unwrap_or(u64::MAX).min(u64::from(waiting));
-    let mut reports = Vec::new();
-    let mut held = Vec::new();
-    for _ in 0..budget {
-        let Some(message) = bounded(
-            "take a dead-lettered event",
-            channel.basic_get(dlq.as_str().into(), BasicGetOptions::default()),
-        )
-        .await?
-        else {
-            break;
-        };
-        let delivery = message.delivery;
-        let report = match session_of(&delivery.data) {
-            Ok((session_id, tenant)) => refetch_session(context, &session_id, &tenant).await,
-            Err(reason) => SessionReport::failed("", "", reason),
-        };
-        print_report(context, &report);
-        if context.options.dry_run {
-            // Held unacknowledged until the end, so none is taken twice; then all go back.
-            held.push(delivery);
-        } else if report.is_settled() {
-            if let Err(err) = bounded(
-                "acknowledge the dead-lettered event",
-                delivery.acker.ack(BasicAckOptions::default()),
-            )
-            .await
-            {
-                tracing::warn!(error = %err, "acknowledgement not sent; the message stays in the dead-letter queue");
-            }
-        } else {
-            let reason = format!("refetch failed: {}", report.reason.as_deref().unwrap_or("unknown"));
-            keep_dead_lettered(context, &dlq, &delivery, &reason).await;
-        }
-        reports.push(report);
-    }
-    for delivery in held {
-        let requeue = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        };
-        let _ = bounded("return the dead-lettered event", delivery.acker.nack(requeue)).await;
-    }
-    let _ = bounded("close the connection", connection.close(200, "done".into())).await;
-    Ok(reports)
-}
-
-/// Puts a copy with the updated reason at the end of the dead-letter queue, then
-/// acknowledges the original; if the copy is not confirmed the original is returned as is.
-async fn keep_dead_lettered(context: &Context, dlq: &str, delivery: &lapin::message::Delivery, reason: &str) {
-    let Some(publisher) = &context.publisher else {
-        return;
-    };
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(LongString::from(reason)));
-    let properties = delivery.properties.clone().with_headers(headers).with_delivery_mode(2);
-    let message = Message {
-        exchange: "",
-        routing_key: dlq,
-        body: &delivery.data,
-        properties,
-        mandatory: true,
-    };
-    match publisher
-        .publish("keep the event in the dead-letter queue", message)
-        .await
-    {
-        Ok(()) => {
-            let _ = bounded(
-                "acknowledge the replaced event",
-                delivery.acker.ack(BasicAckOptions::default()),
-            )
-            .await;
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "updated copy not confirmed; the event stays with its previous reason");
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            let _ = bounded("return the dead-lettered event", delivery.acker.nack(requeue)).await;
-        }
-    }
-}
-
-/// The session id and tenant of a dead-lettered body, even when the rest of the event is
-/// broken (that is often why it was dead-lettered).
-fn session_of(body: &[u8]) -> Result<(String, String), String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|err| format!("cannot refetch: the event is not JSON: {err}"))?;
-    let session_id = value
-        .get("session_id")
-        .and_then(|id| id.as_str())
-        .filter(|id| id.len() == 36 && uuid::Uuid::try_parse(id).is_ok())
-        .ok_or("cannot refetch: the event has no valid session_id")?;
-    let tenant = match value.get("tenant") {
-        None | Some(serde_json::Value::Null) => "default",
-        Some(tenant) => tenant
-            .as_str()
-            .filter(|tenant| archive::is_valid_tenant(tenant))
-            .ok_or("cannot refetch: the event's tenant is not valid")?,
-    };
-    Ok((session_id.to_ascii_lowercase(), tenant.to_string()))
-}
-
 fn print_report(context: &Context, report: &SessionReport) {
     context.progress.session_finished(report);
     match serde_json::to_string(report) {
@@ -429,17 +320,14 @@ fn print_report(context: &Context, report: &SessionReport) {
 }
 
 fn summary(reports: &[SessionReport]) -> String {
-    let count = |outcome: &str| reports.iter().filter(|report| report.outcome == outcome).count();
-    let mut text = format!(
-        "{} session(s): {} archived, {} already archived, {} enqueued, {} would be fetched, {} incomplete, {} failed",
-        reports.len(),
-        count("archived"),
-        count("already-archived"),
-        count("enqueued"),
-        count("would-fetch"),
-        count("incomplete"),
-        count("failed"),
-    );
+    let counts: Vec<String> = RefetchOutcome::ALL
+        .iter()
+        .map(|outcome| {
+            let count = reports.iter().filter(|report| report.outcome == *outcome).count();
+            format!("{count} {}", outcome.as_str().replace('-', " "))
+        })
+        .collect();
+    let mut text = format!("{} session(s): {}", reports.len(), counts.join(", "));
     for report in reports.iter().filter(|report| !report.is_settled()) {
         let who = if report.session_id.is_empty() {
             "(unreadable event)"
@@ -448,7 +336,7 @@ fn summary(reports: &[SessionReport]) -> String {
         };
         text.push_str(&format!(
             "\n  {who}: {}",
-            report.reason.as_deref().unwrap_or(report.outcome)
+            report.reason.as_deref().unwrap_or(report.outcome.as_str())
         ));
     }
     text
