@@ -15,7 +15,8 @@
 # 6. stops the worker with SIGTERM (it drains and exits 0) and the media server.
 #
 # The stack is left running for the tests and for a look around (queues:
-# `rabbitmqctl list_queues`; objects: `archiver get KEY`); stop it with
+# `source .stack/env; rabbitmqctl list_queues`, the stack's wrapper around the broker's
+# rabbitmqctl; objects: `archiver get KEY`); stop it with
 # `bash scripts/stack/down.sh`. The demo uses its own queue, face-reports-demo.
 set -euo pipefail
 

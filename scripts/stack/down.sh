@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop what scripts/stack/up.sh started: nginx and Garage through their pid files, and
-# RabbitMQ only if up.sh started it (a broker it reused is left alone). Keeps the state
-# directory (data, credentials, CA), so the next up.sh finds the same stack. Idempotent.
+# RabbitMQ (scripts/stack/rabbitmq.sh stop) only if up.sh started it (a broker it reused
+# is left alone). Keeps the state directory (data, credentials, CA, the Debian 13 root),
+# so the next up.sh finds the same stack. Idempotent.
 set -euo pipefail
 
 # shellcheck source=scripts/stack/lib.sh
@@ -35,18 +36,7 @@ stop_pid() {
 stop_pid nginx "$STACK_DIR/nginx/nginx.pid"
 stop_pid garage "$STACK_DIR/garage.pid"
 
-RABBIT_MARK=$STACK_DIR/rabbitmq.started-by-stack
-if [[ -e $RABBIT_MARK ]]; then
-	node=$(cat "$RABBIT_MARK")
-	if port_open "$AMQP_PORT"; then
-		say "rabbitmq: stopping $node"
-		RABBITMQ_NODENAME=$node timeout 90 rabbitmqctl stop >/dev/null 2>&1 ||
-			warn "rabbitmqctl stop failed; see /var/log/rabbitmq/"
-	else
-		say "rabbitmq: not running"
-	fi
-	rm -f "$RABBIT_MARK"
-else
-	say "rabbitmq: not started by this stack (or already stopped); left alone"
-fi
+# The broker only if up.sh started it; in the Debian 13 root, also that root's epmd and
+# its proc mount.
+bash "$STACK_REPO_ROOT/scripts/stack/rabbitmq.sh" stop
 say "stopped (state kept in $STACK_DIR; remove it to start from scratch)"

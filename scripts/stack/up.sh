@@ -4,6 +4,17 @@
 # Debian machine (run as root there), is idempotent (a second run only re-verifies),
 # and writes the settings to $STACK_DIR/env for `source`.
 #
+# RabbitMQ (scripts/stack/rabbitmq.sh does that part, and can be run alone):
+#   scripts/stack/up.sh                                Debian 13's RabbitMQ 4.0: the host's
+#       package on a Debian 13 host, else in a minimal Debian 13 root made once with
+#       debootstrap in $STACK_DIR/rabbitmq-root (about a minute) and run with chroot;
+#   ARCHIVER_STACK_RABBITMQ=host scripts/stack/up.sh   the host's own rabbitmq-server
+#       (RabbitMQ 3.10 on Debian 12), for a smoke run against the older broker.
+# Switching stops the broker the stack started before. A broker this stack did not start
+# is reused if it is RabbitMQ 4 (any version in host mode), and refused otherwise.
+# `rabbitmqctl` for the stack's broker: $STACK_DIR/bin/rabbitmqctl (on PATH and in
+# ARCHIVER_RABBITMQCTL once the env file is sourced).
+#
 # Only loopback addresses are used: every listener binds 127.0.0.1.
 set -euo pipefail
 
@@ -12,13 +23,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$STACK_DIR"
 STACK_DIR=$(cd "$STACK_DIR" && pwd)
-mkdir -p "$STACK_DIR/logs" "$STACK_DIR/tls" "$STACK_DIR/garage/meta" "$STACK_DIR/garage/data" \
+mkdir -p "$STACK_DIR/logs" "$STACK_DIR/bin" "$STACK_DIR/tls" "$STACK_DIR/garage/meta" "$STACK_DIR/garage/data" \
 	"$STACK_DIR/nginx/tmp" "$STACK_DIR/check"
 chmod 700 "$STACK_DIR"
 say "state directory: $STACK_DIR"
 
 # ---------------------------------------------------------------------------------------
-# Packages. apt-get update runs at most once, and only when something is missing.
+# Packages. apt-get update runs only when something is missing.
 # ---------------------------------------------------------------------------------------
 missing=()
 need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
@@ -26,7 +37,8 @@ need_cmd openssl openssl
 need_cmd curl curl
 need_cmd nginx nginx
 need_cmd rclone rclone
-need_cmd rabbitmq-server rabbitmq-server
+# RabbitMQ is not in this list: scripts/stack/rabbitmq.sh installs what its mode needs
+# (the host's package only in host mode or on a Debian 13 host, else debootstrap).
 # Not the stack itself, but what runs against it: the integration tests and the demo
 # make media with ffmpeg; the demo's media server is Python.
 need_cmd ffmpeg ffmpeg
@@ -38,24 +50,7 @@ if ! command -v garage >/dev/null 2>&1 && [[ ! -x $HOME/.cargo/bin/garage ]]; th
 	need_cmd make build-essential
 fi
 if ((${#missing[@]})); then
-	if [[ $(id -u) != 0 ]]; then
-		die "missing packages (${missing[*]}); run this script as root, or: sudo apt-get install ${missing[*]}"
-	fi
-	say "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	# Keep the packages' install scripts from starting system services (nginx on port
-	# 80 of every interface, a second broker): this script starts what it needs itself.
-	made_policy=false
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-		chmod 755 /usr/sbin/policy-rc.d
-		made_policy=true
-	fi
-	installed=0
-	apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" \
-		>"$STACK_DIR/logs/apt.log" 2>&1 || installed=$?
-	if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
-	((installed == 0)) || die "apt-get install ${missing[*]} failed (see $STACK_DIR/logs/apt.log)"
+	apt_install "${missing[@]}"
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -113,40 +108,10 @@ if [[ ! -s $TLS/ca.pem || ! -s $TLS/server.pem || ! -s $TLS/server.key ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------
-# RabbitMQ: reuse any broker answering on 127.0.0.1:5672, else start Debian's.
+# RabbitMQ: Debian 13's (RabbitMQ 4), or the host's in host mode; see rabbitmq.sh.
 # ---------------------------------------------------------------------------------------
+bash "$STACK_REPO_ROOT/scripts/stack/rabbitmq.sh" start
 RABBIT_MARK=$STACK_DIR/rabbitmq.started-by-stack
-rabbit_env() {
-	# Bind the broker, epmd and Erlang distribution to loopback only.
-	env RABBITMQ_NODENAME="$OUR_RABBITMQ_NODENAME" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-		ERL_EPMD_ADDRESS=127.0.0.1 \
-		RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" "$@"
-}
-# A broker that is still booting (e.g. started by the package's install script) gets a
-# minute to open its port before we decide to start our own.
-if ! port_open "$AMQP_PORT" && pgrep -u rabbitmq beam >/dev/null 2>&1; then
-	say "rabbitmq: a broker process is running; waiting for it to answer"
-	wait_for 60 "rabbitmq: answering on 127.0.0.1:$AMQP_PORT" port_open "$AMQP_PORT" || true
-fi
-if port_open "$AMQP_PORT"; then
-	if [[ -e $RABBIT_MARK ]]; then
-		say "rabbitmq: running (started by this stack)"
-	else
-		say "rabbitmq: reusing the broker already answering on 127.0.0.1:$AMQP_PORT"
-	fi
-else
-	rm -f "$RABBIT_MARK"
-	say "rabbitmq: starting (rabbitmq-server -detached)"
-	rabbit_env rabbitmq-server -detached >"$STACK_DIR/logs/rabbitmq-start.log" 2>&1 ||
-		die "rabbitmq-server -detached failed (see $STACK_DIR/logs/rabbitmq-start.log and /var/log/rabbitmq/)"
-	echo "$OUR_RABBITMQ_NODENAME" >"$RABBIT_MARK"
-	# await_startup fails at once while the node is not yet registered with epmd, so
-	# it is retried until the deadline.
-	wait_for 120 "rabbitmq: started" rabbit_env timeout 20 rabbitmqctl await_startup --timeout 15 ||
-		die "rabbitmq did not start within 120 s (see /var/log/rabbitmq/ and $STACK_DIR/logs/rabbitmq-start.log)"
-	wait_for 60 "rabbitmq: answering on 127.0.0.1:$AMQP_PORT" port_open "$AMQP_PORT" ||
-		die "rabbitmq started but does not answer on 127.0.0.1:$AMQP_PORT (see /var/log/rabbitmq/)"
-fi
 
 # ---------------------------------------------------------------------------------------
 # Garage: install (cargo) if missing, configure a single node, start it.
@@ -225,6 +190,7 @@ else
 	done
 	say "garage: starting (log: $STACK_DIR/logs/garage.log)"
 	# setsid: the server outlives this script and a Ctrl-C in the caller's terminal.
+	# shellcheck disable=SC2016 # $$ and $1 are the inner shell's
 	GARAGE_DEFAULT_ACCESS_KEY=$GARAGE_KEY_ID GARAGE_DEFAULT_SECRET_KEY=$GARAGE_SECRET \
 		GARAGE_DEFAULT_BUCKET=$BUCKET RUST_LOG=${GARAGE_LOG:-garage=info} \
 		setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$GARAGE_PID" \
@@ -337,11 +303,15 @@ ENV_FILE=$STACK_DIR/env
 	# be asked for it.
 	echo "export NO_PROXY='localhost,127.0.0.1,::1'"
 	echo "export no_proxy='localhost,127.0.0.1,::1'"
-	# rabbitmqctl must name the node we started (a reused broker keeps its default).
-	if [[ -e $RABBIT_MARK ]]; then
-		echo "export RABBITMQ_NODENAME='$(cat "$RABBIT_MARK")'"
-	fi
+	# rabbitmqctl for the stack's broker, wherever it runs (the Debian 13 root, the host).
+	echo "export ARCHIVER_RABBITMQCTL='$STACK_DIR/bin/rabbitmqctl'"
+	# ... and first on PATH. Through a file, because the tests hand every NAME=value line
+	# of this file to the archiver, and PATH must stay the caller's there.
+	echo ". '$STACK_DIR/bin/path.sh'"
 } >"$ENV_FILE.tmp"
+printf '%s\n' "# Written by scripts/stack/up.sh: puts the stack's rabbitmqctl first on PATH (once)." \
+	"case \":\$PATH:\" in *':$STACK_DIR/bin:'*) ;; *) PATH='$STACK_DIR/bin':\$PATH ;; esac" \
+	>"$STACK_DIR/bin/path.sh"
 chmod 600 "$ENV_FILE.tmp"
 mv "$ENV_FILE.tmp" "$ENV_FILE"
 
@@ -383,5 +353,6 @@ rm -f "$probe_file" "$probe_file.back"
 
 rabbit_note="reused"
 [[ -e $RABBIT_MARK ]] && rabbit_note="ours"
-say "ready: amqp://127.0.0.1:$AMQP_PORT ($rabbit_note), S3 https://localhost:$TLS_PORT bucket '$BUCKET' (garage), SSE-C round trip ok"
+rabbit_version=$(bash "$STACK_REPO_ROOT/scripts/stack/rabbitmq.sh" version)
+say "ready: amqp://127.0.0.1:$AMQP_PORT (RabbitMQ $rabbit_version, $rabbit_note), S3 https://localhost:$TLS_PORT bucket '$BUCKET' (garage), SSE-C round trip ok"
 say "settings: source $ENV_FILE"

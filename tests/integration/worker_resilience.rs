@@ -1,7 +1,6 @@
 //! The worker under trouble: a broker restarted mid-run, a worker killed mid-upload, and
 //! three workers sharing one queue.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -9,50 +8,28 @@ use crate::support::{Amqp, Behaviour, Stack};
 use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerTest, VIDEO};
 
 /// A RabbitMQ node of this test's own, so that restarting it cannot disturb the tests
-/// running in parallel on the stack's broker. Stopped when dropped.
+/// running in parallel on the stack's broker. It runs the same RabbitMQ as the stack (the
+/// Debian 13 root or the host's package), started, controlled and stopped through
+/// `scripts/stack/rabbitmq.sh`, which also removes its data. Stopped when dropped.
 struct PrivateBroker {
     node: String,
     port: u16,
-    _dir: tempfile::TempDir,
+    dist_port: u16,
 }
 
 impl PrivateBroker {
     fn start() -> PrivateBroker {
-        let dir = tempfile::tempdir().expect("temp dir");
-        // The Debian scripts run the node as the `rabbitmq` user.
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-        let plugins = dir.path().join("enabled_plugins");
-        std::fs::write(&plugins, "[].\n").expect("write enabled_plugins");
         let (port, dist_port) = (free_port(), free_port());
         let node = format!("archiver-test-{}-{port}@localhost", std::process::id());
-        let status = Command::new("rabbitmq-server")
-            .arg("-detached")
-            .env("RABBITMQ_NODENAME", &node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}",
-            )
-            .env("RABBITMQ_MNESIA_BASE", dir.path().join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.path().join("log"))
-            .env("RABBITMQ_PID_FILE", dir.path().join("pid"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", &plugins)
-            .env("RABBITMQ_CONFIG_FILE", dir.path().join("rabbitmq"))
-            .status()
-            .expect("run rabbitmq-server");
-        assert!(status.success(), "rabbitmq-server -detached failed");
-        let broker = PrivateBroker { node, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(90);
-        while !broker.ctl(&["await_startup", "--timeout", "15"]) {
-            assert!(
-                Instant::now() < deadline,
-                "the private broker did not start within 90 s"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        let broker = PrivateBroker { node, port, dist_port };
+        // The script waits (bounded) until the node takes connections.
+        let output = broker.script(&["start"]);
+        assert!(
+            output.status.success(),
+            "scripts/stack/rabbitmq.sh start (a private node) failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
         broker
     }
 
@@ -60,22 +37,29 @@ impl PrivateBroker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
-    /// Runs `rabbitmqctl` on this node (bounded); whether it succeeded.
+    /// Runs `rabbitmqctl` on this node; whether it succeeded.
     fn ctl(&self, args: &[&str]) -> bool {
+        let args: Vec<&str> = ["ctl"].into_iter().chain(args.iter().copied()).collect();
+        self.script(&args).status.success()
+    }
+
+    /// Runs `scripts/stack/rabbitmq.sh` for this node, bounded by a deadline.
+    fn script(&self, args: &[&str]) -> std::process::Output {
+        let (port, dist_port) = (self.port.to_string(), self.dist_port.to_string());
         Command::new("timeout")
-            .arg("60")
-            .arg("rabbitmqctl")
+            .arg("180")
+            .arg("bash")
+            .arg(crate::support::repo_root().join("scripts/stack/rabbitmq.sh"))
+            .args(["--node", &self.node, "--port", &port, "--dist-port", &dist_port])
             .args(args)
-            .env("RABBITMQ_NODENAME", &self.node)
             .output()
-            .map(|output| output.status.success())
-            .unwrap_or(false)
+            .expect("run scripts/stack/rabbitmq.sh")
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        self.ctl(&["stop"]);
+        self.script(&["stop"]);
     }
 }
 
