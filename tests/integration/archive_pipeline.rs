@@ -5,7 +5,8 @@
 use serde_json::{json, Value};
 
 use crate::support::archive_kit::{
-    archive_event, event_json, new_session_id, printed, serve_good_media, sha256_hex, tenant_prefix, TestMedia, Urls,
+    archive_event, event_json, new_session_id, printed, s3_sha256_checksum, serve_good_media, sha256_hex,
+    tenant_prefix, TestMedia, Urls,
 };
 use crate::support::{
     archiver, run, unique_name, Behaviour, MediaServer, Stack, SECRET_QUERY_MARKER, SECRET_SIGNATURE,
@@ -69,6 +70,7 @@ async fn stores_every_media_encrypted_and_prints_the_contract_manifest() {
         "archived_at",
         "urls_expire_at",
         "face",
+        "face_received_at",
         "encryption",
         "media",
     ];
@@ -121,14 +123,15 @@ async fn stores_every_media_encrypted_and_prints_the_contract_manifest() {
             .await
             .expect_err("a GET without the SSE-C key must fail");
         assert_eq!(refused.status, Some(400), "{name}: {}", refused.message);
+        // The checksum the store itself verified on receipt (single PUT and multipart).
         let head = s3.head_object_sse_c(&key).await.expect("head");
         assert_eq!(head.sse_customer_algorithm(), Some("AES256"));
-        let metadata = head.metadata().expect("user metadata");
         assert_eq!(
-            metadata.get("sha256").map(String::as_str),
-            Some(sha256_hex(bytes).as_str()),
+            head.checksum_sha256(),
+            Some(s3_sha256_checksum(bytes).as_str()),
             "{name}"
         );
+        let metadata = head.metadata().expect("user metadata");
         assert_eq!(metadata.get("key-id").map(String::as_str), Some("k1"), "{name}");
     }
     let mut keys = s3.list_keys(&prefix).await;
@@ -412,10 +415,10 @@ async fn a_large_video_of_unknown_length_goes_up_in_buffered_parts() {
         s3.get_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap(),
         media.large_video.to_vec()
     );
+    // Multipart: the composite of the parts' SHA-256 checksums, as the store verified them.
     let head = s3.head_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap();
-    assert_eq!(
-        head.metadata().and_then(|m| m.get("sha256")).map(String::as_str),
-        Some(sha256_hex(&media.large_video).as_str())
-    );
+    let checksum = head.checksum_sha256().unwrap_or_default();
+    assert!(checksum.ends_with("-2"), "{checksum}");
+    assert_eq!(checksum, s3_sha256_checksum(&media.large_video));
     assert_eq!(s3.delete_prefix(&prefix).await, 4);
 }

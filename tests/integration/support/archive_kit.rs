@@ -174,6 +174,24 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 checksum S3 reports for an object the archiver wrote (base64): of the
+/// whole object when it took one PUT (below one 8 MiB part), else the composite of its
+/// parts' checksums with `-N`. Computed here independently of the archiver's code.
+pub fn s3_sha256_checksum(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    const PART: usize = 8 * 1024 * 1024;
+    let b64 = |digest: &[u8]| base64::engine::general_purpose::STANDARD.encode(digest);
+    if bytes.len() < PART {
+        return b64(&sha2::Sha256::digest(bytes));
+    }
+    let parts: Vec<&[u8]> = bytes.chunks(PART).collect();
+    let digests: Vec<u8> = parts
+        .iter()
+        .flat_map(|part| sha2::Sha256::digest(part).to_vec())
+        .collect();
+    format!("{}-{}", b64(&sha2::Sha256::digest(&digests)), parts.len())
+}
+
 /// The key prefix of a tenant (the stack uses the default `face-reports/` prefix).
 pub fn tenant_prefix(tenant: &str) -> String {
     format!("face-reports/{tenant}/")
