@@ -26,8 +26,8 @@ use crate::support::{
 
 /// A TCP listener on 127.0.0.1 (and on [::1] with the same port when the machine has
 /// IPv6 loopback) that accepts, counts and drops connections. Stops when dropped.
-struct Trap {
-    port: u16,
+pub(crate) struct Trap {
+    pub(crate) port: u16,
     has_v6: bool,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
@@ -35,7 +35,7 @@ struct Trap {
 }
 
 impl Trap {
-    fn start() -> Trap {
+    pub(crate) fn start() -> Trap {
         // Retry a few ports until [::1] has the same one free as 127.0.0.1.
         for _ in 0..20 {
             let v4 = TcpListener::bind("127.0.0.1:0").expect("bind trap on 127.0.0.1");
@@ -77,7 +77,7 @@ impl Trap {
         panic!("no port free on both 127.0.0.1 and ::1");
     }
 
-    fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
     }
 }
@@ -99,7 +99,7 @@ fn ipv6_loopback() -> bool {
 /// Names other than `localhost` that the system resolver maps to loopback only (such as
 /// the machine's own host name in /etc/hosts). Resolving is not connecting; a name that
 /// also resolves elsewhere is not used, so no test can reach past loopback.
-fn names_resolving_to_loopback() -> Vec<String> {
+pub(crate) fn names_resolving_to_loopback() -> Vec<String> {
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     [
         hostname.trim(),
@@ -166,6 +166,9 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
     let t = trap.port;
     let m = media.port();
     let elsewhere = Some("media.vendor.example");
+    // No list: the address classifier decides (a list, when set, refuses every unlisted
+    // host before any lookup; security_allowlist tests that).
+    let open = Some("");
     let mut cases = vec![
         Case {
             expect: Expect::ReachesTrap,
@@ -179,19 +182,27 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
         refusal(
             "ipv4 loopback literal",
             format!("https://127.0.0.1:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 127.0.0.1", "a loopback address"],
         ),
         refusal(
             "another loopback literal",
             format!("https://127.8.9.10:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 127.8.9.10", "a loopback address"],
         ),
         refusal(
             "localhost, another host allowed",
             format!("https://localhost:{t}/s.jpg"),
             elsewhere,
+            vec![&format!(
+                "host not allowed: localhost:{t} is not in ARCHIVER_ALLOWED_HOSTS"
+            )],
+        ),
+        refusal(
+            "localhost, no list",
+            format!("https://localhost:{t}/s.jpg"),
+            open,
             vec!["host not allowed: localhost resolves to", "a loopback address"],
         ),
         refusal(
@@ -205,56 +216,56 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
         refusal(
             "upper-case LOCALHOST",
             format!("https://LocalHost:{t}/s.jpg"),
-            elsewhere,
+            open,
             vec!["host not allowed: localhost", "loopback"],
         ),
         refusal(
             "percent-encoded localhost",
             format!("https://%6cocalhost:{t}/s.jpg"),
-            elsewhere,
+            open,
             vec!["host not allowed: localhost", "loopback"],
         ),
         refusal(
             "ipv4-mapped ipv6",
             format!("https://[::ffff:127.0.0.1]:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: ::ffff:127.0.0.1", "a loopback address"],
         ),
         refusal(
             "ipv4-compatible ipv6",
             format!("https://[::127.0.0.1]:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: ::7f00:1", "a loopback address"],
         ),
         refusal(
             "decimal 127.0.0.1",
             format!("https://2130706433:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 127.0.0.1", "a loopback address"],
         ),
         refusal(
             "short 127.1",
             format!("https://127.1:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 127.0.0.1", "a loopback address"],
         ),
         refusal(
             "hex 0x7f.1",
             format!("https://0x7f.1:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 127.0.0.1", "a loopback address"],
         ),
         refusal(
             "octal 0177.0.0.1",
             format!("https://0177.0.0.1:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 127.0.0.1", "a loopback address"],
         ),
         // Linux connects 0.0.0.0 to the local host: the trap would see it.
         refusal(
             "unspecified 0.0.0.0",
             format!("https://0.0.0.0:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: 0.0.0.0", "unspecified"],
         ),
         Case {
@@ -263,7 +274,9 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
                 "allowed host redirects to a loopback trap",
                 media.url_with_query("/s.jpg", ""),
                 None,
-                vec!["host not allowed: 127.0.0.1", "loopback"],
+                vec![&format!(
+                    "host not allowed: 127.0.0.1:{t} is not in ARCHIVER_ALLOWED_HOSTS"
+                )],
             )
         },
         Case {
@@ -284,7 +297,9 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
                 "allowed host redirects to a mapped ipv6 trap",
                 media.url_with_query("/s.jpg", ""),
                 None,
-                vec!["host not allowed: ::ffff:127.0.0.1", "loopback"],
+                vec![&format!(
+                    "host not allowed: [::ffff:127.0.0.1]:{t} is not in ARCHIVER_ALLOWED_HOSTS"
+                )],
             )
         },
         Case {
@@ -378,7 +393,7 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
         cases.push(refusal(
             "ipv6 loopback",
             format!("https://[::1]:{t}/s.jpg"),
-            None,
+            open,
             vec!["host not allowed: ::1", "a loopback address"],
         ));
     }
@@ -386,7 +401,7 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
         cases.push(refusal(
             &format!("{name} resolves to loopback"),
             format!("https://{name}:{t}/s.jpg"),
-            elsewhere,
+            open,
             vec!["host not allowed:", "resolves to", "loopback"],
         ));
     }
