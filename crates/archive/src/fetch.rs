@@ -166,11 +166,7 @@ impl Fetcher {
                 continue;
             }
             if status != StatusCode::OK {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_retry_after);
+                let retry_after = retry_after(response.headers());
                 return Err(FetchError::Status {
                     status: status.as_u16(),
                     retry_after,
@@ -266,6 +262,14 @@ fn without_url(err: &reqwest::Error) -> String {
         text = text.replace(url.as_str(), &redacted(url));
     }
     text
+}
+
+/// The wait a `Retry-After` header asks for (media hosts and the vendor API alike).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after)
 }
 
 /// `Retry-After` as seconds or an HTTP date.

@@ -36,8 +36,8 @@ pub use address::{is_public, non_public_reason};
 pub use archiver::Archiver;
 pub use config::{AllowedHost, ArchiveConfig, FetchConfig, Sse, SseCustomerKey, StoreConfig};
 pub use event::{
-    event_expiry, is_valid_tenant, media_expiry, parse_event, url_own_expiry, EventError, Face, Received, ReportEvent,
-    Status,
+    event_expiry, is_valid_tenant, media_expiry, parse_event, session_id, url_own_expiry, EventError, Face, Received,
+    ReportEvent, Status,
 };
 pub use fetch::{redacted, FetchError};
 pub use hosts::HostNotAllowed;

@@ -1,10 +1,9 @@
-//! The vendor API of CONTRACT.md section 6: a fresh report (with fresh media URLs) for a
+//! The vendor API of docs/contract.md section 6: a fresh report (with fresh media URLs) for a
 //! session, for `archiver refetch` and the worker's automatic refresh.
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use reqwest::header::RETRY_AFTER;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -177,12 +176,7 @@ impl VendorClient {
             StatusCode::FORBIDDEN => return Err(VendorError::Forbidden { session_id: session }),
             StatusCode::NOT_FOUND => return Err(VendorError::NotFound { session_id: session }),
             other => {
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|text| text.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
+                let retry_after = crate::fetch::retry_after(response.headers());
                 return Err(VendorError::Status {
                     session_id: session,
                     status: other.as_u16(),
@@ -308,7 +302,7 @@ mod tests {
     }
 }
 
-/// The event as CONTRACT.md section 1 JSON, for publishing a fresh report to the queue.
+/// The event as docs/contract.md section 1 JSON, for publishing a fresh report to the queue.
 pub fn event_json(event: &ReportEvent) -> Value {
     let face = &event.face;
     let url = |url: &Option<Url>| url.as_ref().map(Url::as_str).map(Value::from).unwrap_or(Value::Null);

@@ -9,7 +9,7 @@ mod expiry;
 mod parse;
 
 pub use expiry::{event_expiry, media_expiry, url_own_expiry};
-pub use parse::{is_valid_tenant, parse_event};
+pub use parse::{is_valid_tenant, parse_event, session_id};
 
 use time::OffsetDateTime;
 use url::Url;
@@ -44,16 +44,7 @@ pub struct Face {
 impl std::fmt::Debug for Face {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Scheme, host, port and path: what may be shown of a presigned URL.
-        let shown = |url: &Option<Url>| {
-            url.as_ref().map(|url| {
-                format!(
-                    "{}://{}{}",
-                    url.scheme(),
-                    url.host_str().unwrap_or(""),
-                    url.port().map_or(String::new(), |p| format!(":{p}"))
-                ) + url.path()
-            })
-        };
+        let shown = |url: &Option<Url>| url.as_ref().map(crate::fetch::redacted);
         f.debug_struct("Face")
             .field("status", &self.status)
             .field("face_match_status", &self.face_match_status)

@@ -126,14 +126,21 @@ fn reject_duplicate_keys(body: &[u8]) -> Result<(), EventError> {
     }
 }
 
+/// A session id in its stored form (lower-case hyphenated UUID), if `text` is one: the
+/// one rule for events, the command line and dead-lettered bodies alike.
+pub fn session_id(text: &str) -> Option<String> {
+    uuid::Uuid::try_parse(text)
+        // `try_parse` also takes braced and URN forms; the contract means the plain one.
+        .ok()
+        .filter(|_| text.len() == 36)
+        .map(|id| id.hyphenated().to_string())
+}
+
 fn parse_session_id(root: &Map<String, Value>) -> Result<String, EventError> {
     match root.get("session_id") {
-        Some(Value::String(text)) => uuid::Uuid::try_parse(text)
-            // `try_parse` also takes braced and URN forms; the contract means the plain one.
-            .ok()
-            .filter(|_| text.len() == 36)
-            .map(|id| id.hyphenated().to_string())
-            .ok_or_else(|| field_error("session_id", format!("must be a UUID, got {}", quoted(text)))),
+        Some(Value::String(text)) => {
+            session_id(text).ok_or_else(|| field_error("session_id", format!("must be a UUID, got {}", quoted(text))))
+        }
         None | Some(Value::Null) => Err(field_error("session_id", "is required")),
         Some(other) => Err(field_error(
             "session_id",

@@ -121,7 +121,7 @@ fn session_of(body: &[u8]) -> Result<(String, String), String> {
     let session_id = value
         .get("session_id")
         .and_then(|id| id.as_str())
-        .filter(|id| id.len() == 36 && uuid::Uuid::try_parse(id).is_ok())
+        .and_then(archive::session_id)
         .ok_or("cannot refetch: the event has no valid session_id")?;
     let tenant = match value.get("tenant") {
         None | Some(serde_json::Value::Null) => "default",
@@ -130,5 +130,5 @@ fn session_of(body: &[u8]) -> Result<(String, String), String> {
             .filter(|tenant| archive::is_valid_tenant(tenant))
             .ok_or("cannot refetch: the event's tenant is not valid")?,
     };
-    Ok((session_id.to_ascii_lowercase(), tenant.to_string()))
+    Ok((session_id, tenant.to_string()))
 }

@@ -194,7 +194,7 @@ fn check_options(options: &Options, problems: &mut Problems) {
         problems.push("--from-dlq archives here; it cannot be combined with --enqueue");
     }
     for session_id in &options.session_ids {
-        if uuid::Uuid::try_parse(session_id).is_err() || session_id.len() != 36 {
+        if archive::session_id(session_id).is_none() {
             problems.push(format!("session id must be a UUID, got {session_id:?}"));
         }
     }
