@@ -279,6 +279,22 @@ mod tests {
 
     use super::*;
 
+    /// The limits' defaults are stated once for the command line (clap) and once as the
+    /// contract's values in `media::Limits::default()`; this keeps the two the same.
+    #[test]
+    fn the_command_line_defaults_are_the_contract_limits() {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            limits: LimitSettings,
+        }
+        let only = Only::try_parse_from(["archiver"]).expect("defaults parse");
+        let mut problems = crate::config::Problems::default();
+        let limits = crate::config::limits(&only.limits, &mut problems);
+        assert_eq!(problems.len(), 0);
+        assert_eq!(format!("{limits:?}"), format!("{:?}", media::Limits::default()));
+    }
+
     #[test]
     fn debug_shows_no_secret() {
         let cli = Cli::try_parse_from([

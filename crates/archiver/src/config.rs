@@ -26,6 +26,18 @@ impl Problems {
         }
     }
 
+    /// Ends the checks and hands out what they built: `value` is `None` only when a
+    /// problem was found, which the error then names with every other.
+    pub fn finish_with<T>(self, value: Option<T>) -> Result<T, CommandError> {
+        self.finish()?;
+        value.ok_or_else(|| CommandError::usage("invalid configuration"))
+    }
+
+    /// How many problems were found so far.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Ends the checks: `Ok` when nothing was wrong, else one usage error naming every problem.
     pub fn finish(self) -> Result<(), CommandError> {
         if self.0.is_empty() {
@@ -151,11 +163,12 @@ pub fn read_pem(variable: &str, path: Option<&std::path::Path>, problems: &mut P
     }
 }
 
-/// The pipeline's configuration (CONTRACT.md section 7: S3, encryption, fetch, limits),
-/// every setting checked and every problem reported at once.
-pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, CommandError> {
-    let mut problems = Problems::default();
-    let limits = limits(&settings.limits, &mut problems);
+/// The pipeline's configuration (docs/contract.md section 7: S3, encryption, fetch,
+/// limits), every setting checked; its problems join the command's own in `problems`, so
+/// that a command reports every problem in one round. `None` when any was found.
+pub fn archive_config(settings: &Settings, problems: &mut Problems) -> Option<archive::ArchiveConfig> {
+    let found_before = problems.len();
+    let limits = limits(&settings.limits, problems);
 
     let bucket = settings.s3_bucket.as_deref().map(str::trim).unwrap_or("");
     if bucket.is_empty() {
@@ -187,14 +200,10 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(str::to_string);
-    let mut s3_ca = read_pem("ARCHIVER_S3_CA_FILE", settings.s3_ca_file.as_deref(), &mut problems);
+    let mut s3_ca = read_pem("ARCHIVER_S3_CA_FILE", settings.s3_ca_file.as_deref(), problems);
     // The AWS tools' own variable for an extra bundle; honoured as well (FIELD-NOTES).
     if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
-        s3_ca.extend(read_pem(
-            "AWS_CA_BUNDLE",
-            Some(std::path::Path::new(&bundle)),
-            &mut problems,
-        ));
+        s3_ca.extend(read_pem("AWS_CA_BUNDLE", Some(std::path::Path::new(&bundle)), problems));
     }
 
     let key_id = settings.sse_key_id.trim().to_string();
@@ -254,50 +263,43 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
             Err(why) => problems.push(format!("ARCHIVER_ALLOWED_HOSTS: {why}")),
         }
     }
-    let source_ca = read_pem(
-        "ARCHIVER_SOURCE_CA_FILE",
-        settings.source_ca_file.as_deref(),
-        &mut problems,
-    );
+    let source_ca = read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), problems);
     let url_ttl_secs = problems
         .parse::<u64>(
             "ARCHIVER_URL_TTL_SECS",
             &settings.url_ttl_secs,
             "a whole number of seconds",
         )
-        .unwrap_or(3600);
+        .unwrap_or_default();
     let max_media_bytes = problems
         .parse::<u64>(
             "ARCHIVER_MAX_MEDIA_BYTES",
             &settings.max_media_bytes,
             "a whole number of bytes",
         )
-        .unwrap_or(104_857_600);
-    let attempt_timeout_secs = problems
-        .parse::<u64>(
-            "ARCHIVER_FETCH_TIMEOUT_SECS",
-            &settings.fetch_timeout_secs,
-            "a whole number of seconds",
-        )
-        .unwrap_or(300);
-    let attempts = problems
-        .parse::<usize>(
-            "ARCHIVER_FETCH_ATTEMPTS",
-            &settings.fetch_attempts,
-            "a whole number of attempts",
-        )
-        .unwrap_or(4);
-    if attempt_timeout_secs == 0 || attempts == 0 {
+        .unwrap_or_default();
+    let attempt_timeout_secs = problems.parse::<u64>(
+        "ARCHIVER_FETCH_TIMEOUT_SECS",
+        &settings.fetch_timeout_secs,
+        "a whole number of seconds",
+    );
+    let attempts = problems.parse::<usize>(
+        "ARCHIVER_FETCH_ATTEMPTS",
+        &settings.fetch_attempts,
+        "a whole number of attempts",
+    );
+    if attempt_timeout_secs == Some(0) || attempts == Some(0) {
         problems.push("ARCHIVER_FETCH_TIMEOUT_SECS and ARCHIVER_FETCH_ATTEMPTS must be at least 1");
     }
+    let (attempt_timeout_secs, attempts) = (attempt_timeout_secs.unwrap_or_default(), attempts.unwrap_or_default());
     let previous_keys = match &settings.sse_c_keyring_file {
-        Some(path) => keyring(path, &mut problems),
+        Some(path) => keyring(path, problems),
         None => Vec::new(),
     };
-    problems.finish()?;
-    let Some(sse) = sse else {
-        return Err(CommandError::usage("invalid configuration: ARCHIVER_SSE"));
-    };
+    if problems.len() > found_before {
+        return None;
+    }
+    let sse = sse?;
 
     let mut fetch = archive::FetchConfig::new(allowed_hosts, Duration::from_secs(url_ttl_secs), max_media_bytes);
     fetch.extra_ca_pem = source_ca;
@@ -318,7 +320,14 @@ pub fn archive_config(settings: &Settings) -> Result<archive::ArchiveConfig, Com
         // slow store, and short enough that a stalled one is noticed.
         operation_timeout: Duration::from_secs(120),
     };
-    Ok(archive::ArchiveConfig { store, fetch, limits })
+    Some(archive::ArchiveConfig { store, fetch, limits })
+}
+
+/// [`archive_config`] for a command that needs nothing else.
+pub fn archive_config_alone(settings: &Settings) -> Result<archive::ArchiveConfig, CommandError> {
+    let mut problems = Problems::default();
+    let config = archive_config(settings, &mut problems);
+    problems.finish_with(config)
 }
 
 /// Multipart part size: the memory one large media holds while it is fetched (see

@@ -16,7 +16,7 @@ use crate::logging;
 /// unreadable or invalid event.
 pub async fn run(file: &Path, settings: &Settings) -> Result<Outcome, CommandError> {
     logging::init(&settings.log_format)?;
-    let archive_config = config::archive_config(settings)?;
+    let archive_config = config::archive_config_alone(settings)?;
     let body = read_input(file)?;
     let event = archive::parse_event(&body)
         .map_err(|err| CommandError::usage(format!("invalid event in {}: {err}", file.display())))?;

@@ -18,7 +18,7 @@ use crate::logging;
 
 pub async fn run(key: &str, output: Option<&Path>, settings: &Settings) -> Result<Outcome, CommandError> {
     logging::init(&settings.log_format)?;
-    let archive_config = config::archive_config(settings)?;
+    let archive_config = config::archive_config_alone(settings)?;
     if key.is_empty() || key.starts_with('/') {
         return Err(CommandError::usage(format!(
             "KEY must be an object key such as face-reports/acme/<session>/source.jpg, got {key:?}"

@@ -35,12 +35,8 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     } else {
         None
     };
-    let archive_config = match (problems.finish(), config::archive_config(settings)) {
-        (Ok(()), Ok(archive_config)) => archive_config,
-        (Err(mine), Ok(_)) => return Err(mine),
-        (Ok(()), Err(theirs)) => return Err(theirs),
-        (Err(mine), Err(theirs)) => return Err(CommandError::usage(format!("{mine}; {theirs}"))),
-    };
+    let archive_config = config::archive_config(settings, &mut problems);
+    let archive_config = problems.finish_with(archive_config)?;
     let metrics_addr = metrics_addr.ok_or_else(|| CommandError::usage("ARCHIVER_METRICS_ADDR is invalid"))?;
     crate::logging::init(&settings.log_format)?;
 

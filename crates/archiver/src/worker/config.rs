@@ -62,7 +62,7 @@ pub fn worker(settings: &Settings, problems: &mut Problems) -> WorkerConfig {
         });
     let drain_secs = problems
         .parse::<u64>("ARCHIVER_DRAIN_SECS", &settings.drain_secs, "a whole number of seconds")
-        .unwrap_or(20);
+        .unwrap_or_default();
     WorkerConfig {
         amqp_url: settings.amqp_url.clone(),
         topology,

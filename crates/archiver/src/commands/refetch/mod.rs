@@ -131,12 +131,11 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
     check_options(&options, &mut problems);
     let vendor = config::vendor_config(settings, &mut problems);
     let topology = crate::worker::config::topology(settings, &mut problems);
-    problems.finish()?;
-    let Some(vendor) = vendor else {
-        return Err(CommandError::usage("invalid configuration: vendor api"));
-    };
+    // Every problem in one round: the options', the vendor API's and the pipeline's.
+    let archive_config = config::archive_config(settings, &mut problems);
+    let (vendor, archive_config) = problems.finish_with(vendor.zip(archive_config))?;
     let vendor = VendorClient::new(vendor).map_err(|err| CommandError::usage(err.to_string()))?;
-    let archiver = Archiver::new(config::archive_config(settings)?)
+    let archiver = Archiver::new(archive_config)
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
     let publisher = (options.enqueue || options.from_dlq).then(|| Publisher::new(&settings.amqp_url));
