@@ -217,16 +217,7 @@ impl MediaJob<'_> {
             let verdict = validator.finish()?;
             let sha256 = hex::encode(hasher.finalize());
             timings.validate += checked.elapsed();
-            let media = StoredMedia {
-                key: key.to_string(),
-                bytes,
-                sha256,
-                width: verdict.width,
-                height: verdict.height,
-                duration_secs: verdict.duration_secs,
-                fetched_at,
-                attempts: 0,
-            };
+            let media = stored_media(key, bytes, sha256, &verdict, fetched_at);
             // The last side effect, the one that makes the object visible: a writer whose
             // delivery was lost stops before it.
             if self.cancel.is_cancelled() {
@@ -279,16 +270,28 @@ impl MediaJob<'_> {
             key,
             "found stored with a verified checksum; read back to complete its entry"
         );
-        Ok(Some(StoredMedia {
-            key: key.to_string(),
-            bytes,
-            sha256,
-            width: verdict.width,
-            height: verdict.height,
-            duration_secs: verdict.duration_secs,
-            fetched_at: manifest_time(OffsetDateTime::now_utc()),
-            attempts: 0,
-        }))
+        let fetched_at = manifest_time(OffsetDateTime::now_utc());
+        Ok(Some(stored_media(key, bytes, sha256, &verdict, fetched_at)))
+    }
+}
+
+/// A stored media's entry from what validation learned (attempts are counted by the caller).
+fn stored_media(
+    key: &str,
+    bytes: u64,
+    sha256: String,
+    verdict: &media::Verdict,
+    fetched_at: OffsetDateTime,
+) -> StoredMedia {
+    StoredMedia {
+        key: key.to_string(),
+        bytes,
+        sha256,
+        width: verdict.width,
+        height: verdict.height,
+        duration_secs: verdict.duration_secs,
+        fetched_at,
+        attempts: 0,
     }
 }
 

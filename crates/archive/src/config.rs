@@ -58,8 +58,9 @@ pub struct FetchConfig {
     pub read_timeout: Duration,
     /// Longest one attempt (request, body and upload) may take.
     pub attempt_timeout: Duration,
-    /// Lowest average body rate, in bytes per second, once `transfer_rate_grace` has passed
-    /// since the body started (a trickling source cannot hold a worker for long).
+    /// The low-speed limit: fewer than `min_transfer_rate` bytes a second over any window of
+    /// `transfer_rate_grace` ends the attempt (curl's `--speed-limit`/`--speed-time`),
+    /// whatever came before (a trickling source cannot hold a worker for long).
     pub min_transfer_rate: u64,
     pub transfer_rate_grace: Duration,
     /// Attempts per media, the first included.

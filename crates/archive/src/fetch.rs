@@ -85,10 +85,13 @@ pub struct Download {
     deadline: Instant,
     limit: u64,
     read: u64,
-    /// When the body started, and the floor on its average rate after the grace period.
-    started: Instant,
+    /// The low-speed window, as curl's `--speed-limit`/`--speed-time`: fewer than
+    /// `min_rate` bytes a second over a window of `window` ends the attempt, whatever came
+    /// before (an average would let a burst buy a trickle minutes of a worker's slot).
+    window_started: Instant,
+    window_bytes: u64,
     min_rate: u64,
-    rate_grace: Duration,
+    window: Duration,
 }
 
 impl Fetcher {
@@ -186,9 +189,10 @@ impl Fetcher {
                 deadline,
                 limit,
                 read: 0,
-                started: Instant::now(),
+                window_started: Instant::now(),
+                window_bytes: 0,
                 min_rate: self.config.min_transfer_rate,
-                rate_grace: self.config.transfer_rate_grace,
+                window: self.config.transfer_rate_grace,
             });
         }
         unreachable!("the loop returns on its last hop")
@@ -204,26 +208,46 @@ impl Download {
     /// The next chunk of the body, `None` at its end. The bytes are counted as they arrive,
     /// so a lying or missing `Content-Length` cannot take the media past the cap.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
-        let chunk = match tokio::time::timeout_at(self.deadline, self.response.chunk()).await {
-            Err(_) => return Err(FetchError::Timeout("body not received within the attempt deadline")),
-            Ok(Err(err)) => return Err(classify(&err)),
-            Ok(Ok(chunk)) => chunk,
-        };
-        if let Some(bytes) = &chunk {
-            self.read += bytes.len() as u64;
-            if self.read > self.limit {
-                return Err(FetchError::TooLarge { limit: self.limit });
+        loop {
+            // Wake at the end of the low-speed window even when no chunk comes.
+            let window_end = self.window_started + self.window;
+            let waited = tokio::time::timeout_at(self.deadline.min(window_end), self.response.chunk()).await;
+            let chunk = match waited {
+                Err(_) if Instant::now() >= self.deadline => {
+                    return Err(FetchError::Timeout("body not received within the attempt deadline"))
+                }
+                Err(_) => {
+                    self.check_window()?;
+                    continue;
+                }
+                Ok(Err(err)) => return Err(classify(&err)),
+                Ok(Ok(chunk)) => chunk,
+            };
+            if let Some(bytes) = &chunk {
+                self.read += bytes.len() as u64;
+                if self.read > self.limit {
+                    return Err(FetchError::TooLarge { limit: self.limit });
+                }
+                self.window_bytes += bytes.len() as u64;
+                if Instant::now() >= window_end {
+                    self.check_window()?;
+                }
             }
-            // A trickle that keeps the read deadline alive (a byte a second) would hold the
-            // worker until the attempt deadline; past the grace period, a slow average ends it.
-            let elapsed = self.started.elapsed();
-            if elapsed > self.rate_grace && (self.read as f64) < self.min_rate as f64 * elapsed.as_secs_f64() {
-                return Err(FetchError::Timeout(
-                    "source sends slower than the minimum transfer rate",
-                ));
-            }
+            return Ok(chunk);
         }
-        Ok(chunk)
+    }
+
+    /// At the end of a window: too few bytes in it end the attempt; else a new one starts.
+    fn check_window(&mut self) -> Result<(), FetchError> {
+        let elapsed = self.window_started.elapsed().as_secs_f64();
+        if (self.window_bytes as f64) < self.min_rate as f64 * elapsed {
+            return Err(FetchError::Timeout(
+                "source sent less than the minimum transfer rate over the low-speed window",
+            ));
+        }
+        self.window_started = Instant::now();
+        self.window_bytes = 0;
+        Ok(())
     }
 }
 
