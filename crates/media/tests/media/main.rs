@@ -5,5 +5,7 @@
 mod fixtures;
 mod jpeg;
 mod mp4;
+mod mp4_boxes;
+mod mp4_headers;
 mod robustness;
 mod support;
