@@ -1,9 +1,14 @@
-//! No secret leaks (issues 6 and 7): events whose media URLs carry signed-looking query
-//! strings go through `archiver archive` and `archiver worker` with debug JSON logs, on
-//! the good path and the failure paths (403, reset, a host that is not allowed, an invalid
-//! event), and every output is searched for the URL credential, the signature, the SSE-C
-//! key and the broker's password: stdout, stderr, the manifests in S3, the result events,
-//! the dead letters' properties and headers, and `/metrics`.
+//! No secret leaks (issues 6, 7 and 13): events whose media URLs carry signed-looking query
+//! strings go through `archiver archive`, `archiver worker`, `archiver refetch` and
+//! `archiver get` with every log at `RUST_LOG=trace` (JSON), on the good path and the
+//! failure paths (403, reset, a host that is not allowed, an invalid event), and every
+//! output is searched for the URL credential, the signature, the SSE-C key (base64) and
+//! its MD5, the S3 secret key, the vendor API key and the broker's password: stdout,
+//! stderr, the manifests in S3, the result events, the dead letters' properties and
+//! headers, and `/metrics`.
+//!
+//! Regression (issue 13): at `RUST_LOG=trace`, aws-sigv4 and aws-smithy-runtime printed
+//! every request header, the SSE-C key among them.
 //!
 //! A dead letter's body is the event itself and so holds the URLs: it is the vendor's
 //! message kept for replay, not an output of ours, and is not searched.
@@ -12,16 +17,40 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::archive_kit::{archive_event, event_json, new_session_id, tenant_prefix, Urls};
-use crate::support::{Behaviour, MediaServer, Running, Stack, SECRET_QUERY_MARKER, SECRET_SIGNATURE};
+use crate::support::{
+    archiver, run_with_timeout, ArchiverEnv, Behaviour, MediaServer, Running, Stack, SECRET_QUERY_MARKER,
+    SECRET_SIGNATURE,
+};
 use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerTest};
+
+/// The vendor API key `refetch` is given here.
+const VENDOR_KEY: &str = "VENDOR-API-KEY-SECRET";
+
+/// Every log, of every crate: what an operator debugging the worker would ask for; plus
+/// directives more specific than the caps' own, which only the cap filter holds back.
+const TRACE: (&str, &str) = (
+    "RUST_LOG",
+    "trace,aws_sigv4::http_request=trace,aws_smithy_runtime::client::orchestrator=trace,lapin::channels=trace",
+);
 
 /// The texts no output may contain.
 fn secrets() -> Vec<String> {
+    use base64::Engine as _;
+    use md5::Digest as _;
     let stack = Stack::load();
+    let base64 = base64::engine::general_purpose::STANDARD;
+    // The key's MD5 travels in its own header (`x-amz-server-side-encryption-customer-key-MD5`).
+    let key_md5 = base64.encode(md5::Md5::digest(
+        base64
+            .decode(stack.sse_c_key())
+            .expect("the stack's SSE-C key is base64"),
+    ));
     let mut secrets = vec![
         SECRET_QUERY_MARKER.to_string(),
         SECRET_SIGNATURE.to_string(),
         stack.sse_c_key().to_string(),
+        key_md5,
+        VENDOR_KEY.to_string(),
     ];
     // The broker URL's user info (`user:password@`), when it has one.
     if let Some((userinfo, _)) = stack
@@ -50,6 +79,17 @@ fn assert_no_secret(what: &str, text: &str) {
     assert!(
         !text.contains("X-Amz-Credential") && !text.contains("X-Amz-Signature"),
         "{what} holds a URL query:\n{text}"
+    );
+}
+
+/// The output holds debug logs of the S3 client: the search is not vacuous. (Nothing that
+/// may log at trace does so on these paths; what did is what the caps now hold back.)
+fn assert_traced(what: &str, output: &Output) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("\"level\":\"DEBUG\"") && stderr.contains("\"target\":\"aws_"),
+        "{what}: debug JSON logs expected, the S3 client's among them:\n{}",
+        stderr.chars().take(4000).collect::<String>()
     );
 }
 
@@ -94,7 +134,7 @@ fn archive_prints_no_secret() {
         .build()
         .unwrap();
     let s3 = Stack::load().s3();
-    let env = [("ARCHIVER_LOG_FORMAT", "json"), ("RUST_LOG", "debug")];
+    let env = [("ARCHIVER_LOG_FORMAT", "json"), TRACE];
     let mut searched = 0;
     for (path, exit) in [
         ("/source.jpg", 0),
@@ -109,7 +149,7 @@ fn archive_prints_no_secret() {
         };
         let output = archive_event(&server, &event_json(&session, &tenant, None, &urls), &env);
         assert_eq!(output.status.code(), Some(exit), "{path}: {}", outputs(&output));
-        assert!(!output.stderr.is_empty(), "{path}: debug logs expected on stderr");
+        assert_traced(&format!("archive {path}"), &output);
         assert_no_secret(&format!("archive {path} output"), &outputs(&output));
         let manifest_key = format!("{}{session}/manifest.json", tenant_prefix(&tenant));
         if let Ok(manifest) = runtime.block_on(s3.get_object_sse_c(&manifest_key)) {
@@ -129,6 +169,72 @@ fn archive_prints_no_secret() {
     assert_eq!(output.status.code(), Some(2), "{}", outputs(&output));
     assert_no_secret("archive of an invalid event", &outputs(&output));
     runtime.block_on(s3.delete_prefix(&tenant_prefix(&tenant)));
+}
+
+/// `archiver refetch` (which holds the vendor API key and fetches fresh URLs) and
+/// `archiver get` (which sends the SSE-C key to read objects back), at `RUST_LOG=trace`.
+#[test]
+fn refetch_and_get_print_no_secret() {
+    let server = MediaServer::start();
+    crate::support::archive_kit::serve_good_media(&server);
+    let tenant = crate::support::unique_name("leaks-refetch");
+    let session = new_session_id().to_ascii_lowercase();
+    // The vendor API, served by the same test server: the session's fresh signed URLs.
+    let event: serde_json::Value =
+        serde_json::from_slice(&event_json(&session, &tenant, None, &Urls::of(&server))).unwrap();
+    let answer = serde_json::json!({ "session_id": session, "face": event["face"] });
+    server.route(
+        &format!("/v3/session/{session}/decision/"),
+        Behaviour::ok(serde_json::to_vec(&answer).unwrap()),
+    );
+    let traced = |args: &[&str]| {
+        let mut command = archiver();
+        command
+            .args(args)
+            .media_server(&server)
+            .env(
+                "ARCHIVER_PROVIDER_API_URL",
+                format!("https://localhost:{}", server.port()),
+            )
+            .env("ARCHIVER_PROVIDER_API_KEY", VENDOR_KEY)
+            .env("ARCHIVER_LOG_FORMAT", "json")
+            .env(TRACE.0, TRACE.1);
+        run_with_timeout(command, None, Duration::from_secs(120))
+    };
+
+    let output = traced(&["refetch", &session, "--tenant", &tenant]);
+    assert_eq!(output.status.code(), Some(0), "{}", outputs(&output));
+    let asked = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.path.starts_with("/v3/session/"))
+        .count();
+    assert_eq!(asked, 1, "the vendor API was not asked");
+    assert_traced("refetch", &output);
+    assert_no_secret("refetch output", &outputs(&output));
+
+    let prefix = tenant_prefix(&tenant);
+    let output = traced(&["get", &format!("{prefix}{session}/manifest.json")]);
+    assert_eq!(output.status.code(), Some(0), "{}", outputs(&output));
+    assert_traced("get", &output);
+    assert_no_secret("get output", &outputs(&output));
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("source.jpg");
+    let output = traced(&[
+        "get",
+        &format!("{prefix}{session}/source.jpg"),
+        "-o",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", outputs(&output));
+    assert_traced("get -o", &output);
+    assert_no_secret("get -o output", &outputs(&output));
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(Stack::load().s3().delete_prefix(&prefix));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +258,7 @@ async fn the_worker_outputs_no_secret() {
         .env("ARCHIVER_SSE_C_KEY_FILE", &key_file)
         .env("ARCHIVER_AMQP_URL_FILE", &amqp_file)
         .env("ARCHIVER_LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
+        .env(TRACE.0, TRACE.1)
         .env("ARCHIVER_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
     let worker = Running::spawn(command, None);
 
@@ -201,12 +307,8 @@ async fn the_worker_outputs_no_secret() {
 
     let output = stop(worker, Duration::from_secs(30));
     assert_exit_0(&output);
-    let logs = outputs(&output);
-    assert!(
-        logs.contains("\"level\":\"DEBUG\""),
-        "debug JSON logs expected:\n{logs}"
-    );
-    assert_no_secret("the worker's logs", &logs);
+    assert_traced("the worker", &output);
+    assert_no_secret("the worker's logs", &outputs(&output));
     test.clean_up().await;
 }
 
