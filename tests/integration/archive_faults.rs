@@ -105,6 +105,25 @@ fn cases() -> Vec<Case> {
             },
             2,
         ),
+        Case {
+            // 100 KB more than the JPEG at once (bytes after its end are allowed; the cap
+            // here is 150 KB), then 10 bytes a second: the low-speed window ends the attempt
+            // within two windows (10 s each); an average of 1 KiB/s would have let it run
+            // past the 120 s attempt deadline.
+            env: vec![("ARCHIVER_FETCH_TIMEOUT_SECS", "120"), ("ARCHIVER_FETCH_ATTEMPTS", "1")],
+            ..base(
+                "a burst, then a trickle",
+                Behaviour::BurstThenTrickle {
+                    body: [jpeg.as_ref(), &[0u8; 100_000][..]].concat().into(),
+                    burst: jpeg.len() + 100_000 - 2_000,
+                    bytes_per_sec: 10,
+                },
+                Expect::NotFinished {
+                    reason: "source_image: download timed out (source sent less than the minimum transfer rate over the low-speed window)",
+                },
+                1,
+            )
+        },
         base(
             "content-length claims more than is sent",
             Behaviour::ContentLengthLie {
@@ -209,7 +228,8 @@ fn cases() -> Vec<Case> {
                 Behaviour::Ok(jpeg.clone()),
                 Expect::Manifest {
                     status: "failed",
-                    reason: "host not allowed: 127.0.0.1 resolves to 127.0.0.1, a loopback address",
+                    // A set allow list is the only list (contract 1.1): refused before any lookup.
+                    reason: "is not in ARCHIVER_ALLOWED_HOSTS, which when set is the only list of media hosts",
                 },
                 0,
             )

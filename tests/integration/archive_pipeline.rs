@@ -223,6 +223,21 @@ async fn the_same_event_twice_leaves_the_same_objects_and_one_manifest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn aws_kms_without_a_key_id_needs_a_bucket_default_key() {
+    // Without a key id S3 would use the account's aws/s3 key; the archiver reads the
+    // bucket's default key instead, and Garage has none: a configuration error, exit 2.
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    let tenant = unique_name("kms-default");
+    let event = event_json(&new_session_id(), &tenant, None, &Urls::of(&server));
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[("ARCHIVER_SSE", "aws:kms")]));
+    assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("set ARCHIVER_SSE_KMS_KEY_ID"), "{stderr}");
+    assert!(server.requests().is_empty(), "nothing may be fetched before the store is usable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn encryption_a_store_ignores_is_refused_and_nothing_stays() {
     // Garage stores SSE-KMS and SSE-S3 requests in plaintext: the read-back must catch it.
     for mode in ["aws:kms", "AES256"] {
@@ -231,7 +246,12 @@ async fn encryption_a_store_ignores_is_refused_and_nothing_stays() {
         let tenant = unique_name("ignored-sse");
         let event = event_json(&new_session_id(), &tenant, None, &Urls::of(&server));
 
-        let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[("ARCHIVER_SSE", mode)]));
+        // A key id, as Garage has no bucket default to read (and ignores the key anyway).
+        let env = [
+            ("ARCHIVER_SSE", mode),
+            ("ARCHIVER_SSE_KMS_KEY_ID", "1234abcd-12ab-34cd-56ef-1234567890ab"),
+        ];
+        let output = tokio::task::block_in_place(|| archive_event(&server, &event, &env));
 
         assert_eq!(output.status.code(), Some(1), "{mode}: {}", printed(&output));
         assert!(

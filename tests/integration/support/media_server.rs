@@ -54,6 +54,13 @@ pub enum Behaviour {
     /// Sends the whole body at about `bytes_per_sec`; 0 sends the headers and then nothing
     /// until the client gives up.
     Trickle { body: Bytes, bytes_per_sec: usize },
+    /// The first `burst` bytes at once, then the rest at `bytes_per_sec` (a source that
+    /// buys time with a burst, then holds the connection with a trickle).
+    BurstThenTrickle {
+        body: Bytes,
+        burst: usize,
+        bytes_per_sec: usize,
+    },
     /// Declares `declared` bytes in Content-Length but sends `body`, then closes.
     ContentLengthLie { body: Bytes, declared: u64 },
     /// No Content-Length: the body ends when the connection closes (cleanly).
@@ -441,6 +448,24 @@ async fn respond(stream: &mut TlsStream<TcpStream>, request: &RecordedRequest, b
                 let chunk = (bytes_per_sec / 10).max(1);
                 let pause = Duration::from_secs_f64(chunk as f64 / bytes_per_sec as f64);
                 for piece in body.chunks(chunk) {
+                    stream.write_all(piece).await?;
+                    stream.flush().await?;
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(After::KeepAlive)
+            }
+            Behaviour::BurstThenTrickle {
+                body,
+                burst,
+                bytes_per_sec,
+            } => {
+                write_head(stream, 200, &[], Some(body.len())).await?;
+                let (head, rest) = body.split_at(burst.min(body.len()));
+                stream.write_all(head).await?;
+                stream.flush().await?;
+                let chunk = (bytes_per_sec / 10).max(1);
+                let pause = Duration::from_secs_f64(chunk as f64 / bytes_per_sec.max(1) as f64);
+                for piece in rest.chunks(chunk) {
                     stream.write_all(piece).await?;
                     stream.flush().await?;
                     tokio::time::sleep(pause).await;

@@ -110,16 +110,23 @@ impl Store {
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
+        let client = aws_sdk_s3::Client::from_conf(builder.build());
+        let sse = match &config.sse {
+            Sse::Kms { key_id: None } => Sse::Kms {
+                key_id: Some(bucket_default_kms_key(&client, &config.bucket).await?),
+            },
+            other => other.clone(),
+        };
         let previous_keys = config
             .previous_keys
             .iter()
             .map(|(id, key)| (id.clone(), Sse::CustomerKey(key.clone())))
             .collect();
         Ok(Store {
-            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            client,
             bucket: config.bucket.clone(),
             prefix: config.prefix.clone(),
-            sse: config.sse.clone(),
+            sse,
             key_id: config.key_id.clone(),
             previous_keys,
             part_size: config.part_size,
@@ -162,6 +169,47 @@ impl Store {
     }
 }
 
+/// The bucket's default KMS key, for `aws:kms` without `ARCHIVER_SSE_KMS_KEY_ID`: sent
+/// explicitly on every write and checked on every read-back, so that an object can never
+/// end up under the account's `aws/s3` key (what S3 uses for `aws:kms` without a key id).
+async fn bucket_default_kms_key(client: &aws_sdk_s3::Client, bucket: &str) -> Result<String, StoreError> {
+    let fix = "set ARCHIVER_SSE_KMS_KEY_ID to the KMS key the archive must use";
+    let answer = client
+        .get_bucket_encryption()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|err| {
+            StoreError::Config(format!(
+                "aws:kms without a key id: cannot read the bucket's default KMS key ({}); {fix}",
+                error::request_error("GetBucketEncryption", err)
+            ))
+        })?;
+    answer
+        .server_side_encryption_configuration()
+        .into_iter()
+        .flat_map(|configuration| configuration.rules())
+        .filter_map(|rule| rule.apply_server_side_encryption_by_default())
+        .find_map(|default| default.kms_master_key_id())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            StoreError::Config(format!(
+                "aws:kms without a key id: the bucket has no default KMS key; {fix}"
+            ))
+        })
+}
+
+/// Whether the KMS key the store reports is the one asked for: the same ARN, or an ARN
+/// ending in the key id given. An alias cannot be compared without a KMS call, so any key
+/// is accepted for it (docs/security.md says so).
+pub(crate) fn is_kms_key(reported: Option<&str>, wanted: Option<&str>) -> bool {
+    match (reported, wanted) {
+        (Some(_), Some(wanted)) if wanted.starts_with("alias/") || wanted.contains(":alias/") => true,
+        (Some(reported), Some(wanted)) => reported == wanted || reported.ends_with(&format!("/{wanted}")),
+        _ => false,
+    }
+}
+
 /// The base64 form of a hex SHA-256, as `x-amz-checksum-sha256` carries it.
 pub(crate) fn checksum_of_hex(sha256_hex: &str) -> Option<String> {
     hex::decode(sha256_hex)
@@ -172,4 +220,28 @@ pub(crate) fn checksum_of_hex(sha256_hex: &str) -> Option<String> {
 /// The base64 SHA-256 of some bytes.
 pub(crate) fn checksum_of(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn kms_keys_match_by_arn_or_id() {
+        let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        let cases = [
+            (Some(arn), Some(arn), true),
+            (Some(arn), Some("1234abcd-12ab-34cd-56ef-1234567890ab"), true),
+            (Some(arn), Some("ffffffff-12ab-34cd-56ef-1234567890ab"), false),
+            (
+                Some("arn:aws:kms:eu-west-1:111122223333:key/aws-s3-default"),
+                Some("1234abcd"),
+                false,
+            ),
+            (None, Some(arn), false),
+            (Some(arn), Some("alias/archive"), true),
+            (Some(arn), None, false),
+        ];
+        for (reported, wanted, expected) in cases {
+            assert_eq!(super::is_kms_key(reported, wanted), expected, "{reported:?} {wanted:?}");
+        }
+    }
 }

@@ -36,7 +36,10 @@ impl Store {
                 head.sse_customer_algorithm() == Some("AES256")
                     && head.sse_customer_key_md5() == Some(customer.md5_base64())
             }
-            Sse::Kms { .. } => head.server_side_encryption() == Some(&ServerSideEncryption::AwsKms),
+            Sse::Kms { key_id } => {
+                head.server_side_encryption() == Some(&ServerSideEncryption::AwsKms)
+                    && super::is_kms_key(head.ssekms_key_id(), key_id.as_deref())
+            }
             Sse::Aes256 => head.server_side_encryption() == Some(&ServerSideEncryption::Aes256),
         };
         if !encrypted {
