@@ -16,6 +16,7 @@ mod security_keys;
 mod security_leaks;
 mod security_ssrf;
 mod stack_smoke;
+mod tenant_keys;
 mod validate_cli;
 mod worker_commands;
 mod worker_flow;

@@ -227,6 +227,9 @@ pub struct Settings {
     /// File holding the vendor API key; instead of --provider-api-key.
     #[arg(long, env = "ARCHIVER_PROVIDER_API_KEY_FILE", conflicts_with = "provider_api_key")]
     pub provider_api_key_file: Option<PathBuf>,
+    /// TOML file of per-tenant credentials ([tenants.NAME] with provider_api_key and/or webhook_secret).
+    #[arg(long, env = "ARCHIVER_TENANTS_FILE")]
+    pub tenants_file: Option<PathBuf>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long, env = "ARCHIVER_METRICS_ADDR", default_value = "127.0.0.1:9090")]
     pub metrics_addr: String,

@@ -366,33 +366,70 @@ fn keyring(path: &std::path::Path, problems: &mut Problems) -> Vec<(String, arch
     keys
 }
 
-/// The vendor API settings (CONTRACT.md section 7); the media hosts' extra CA is trusted
-/// for the vendor API as well, as both belong to the vendor.
-pub fn vendor_config(settings: &Settings, problems: &mut Problems) -> Option<archive::VendorConfig> {
+/// `ARCHIVER_TENANTS_FILE`, read and checked, when it is set.
+pub fn tenants(settings: &Settings, problems: &mut Problems) -> Option<crate::tenants::Tenants> {
+    let path = settings.tenants_file.as_deref()?;
+    Some(crate::tenants::Tenants::read(path, problems))
+}
+
+/// The vendor API clients, one per key (`ARCHIVER_PROVIDER_API_KEY` and each tenant's own
+/// `provider_api_key`). `required`: the command cannot work without one (`refetch`).
+pub fn vendor_clients(
+    settings: &Settings,
+    tenants: Option<&crate::tenants::Tenants>,
+    required: bool,
+    problems: &mut Problems,
+) -> crate::tenants::VendorClients {
+    use crate::tenants::VendorClients;
     let url = settings
         .provider_api_url
         .as_deref()
         .map(str::trim)
         .filter(|url| !url.is_empty());
-    let key = settings
+    let global = settings
         .provider_api_key
         .as_deref()
         .map(str::trim)
         .filter(|key| !key.is_empty());
-    let (Some(url), Some(key)) = (url, key) else {
-        problems.push(
-            "ARCHIVER_PROVIDER_API_URL and ARCHIVER_PROVIDER_API_KEY are required to ask the vendor for fresh reports",
-        );
-        return None;
+    let own: Vec<(&str, &str)> = tenants
+        .into_iter()
+        .flat_map(|tenants| tenants.iter())
+        .filter_map(|(name, tenant)| tenant.provider_api_key.as_ref().map(|key| (name, key.expose())))
+        .collect();
+    let any_key = global.is_some() || !own.is_empty();
+    let Some(url) = url else {
+        if required || any_key {
+            problems.push(
+                "ARCHIVER_PROVIDER_API_URL and ARCHIVER_PROVIDER_API_KEY (or a tenant's provider_api_key in ARCHIVER_TENANTS_FILE) are required to ask the vendor for fresh reports",
+            );
+        }
+        return VendorClients::default();
     };
+    if !any_key {
+        problems.push(
+            "ARCHIVER_PROVIDER_API_URL is set but no key is: give ARCHIVER_PROVIDER_API_KEY or a tenant's provider_api_key in ARCHIVER_TENANTS_FILE",
+        );
+        return VendorClients::default();
+    }
     let url = match url::Url::parse(url) {
         Ok(url) if url.scheme() == "https" => url,
         _ => {
             problems.push(format!("ARCHIVER_PROVIDER_API_URL must be an https URL, got {url:?}"));
-            return None;
+            return VendorClients::default();
         }
     };
-    let mut config = archive::VendorConfig::new(url, key.to_string());
-    config.extra_ca_pem = read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), problems);
-    Some(config)
+    let ca = read_pem("ARCHIVER_SOURCE_CA_FILE", settings.source_ca_file.as_deref(), problems);
+    let mut client = |key: &str| {
+        let mut config = archive::VendorConfig::new(url.clone(), key.to_string());
+        config.extra_ca_pem = ca.clone();
+        archive::VendorClient::new(config)
+            .map_err(|err| problems.push(format!("vendor api: {err}")))
+            .ok()
+    };
+    let global = global.and_then(&mut client);
+    let own = own
+        .into_iter()
+        .filter_map(|(name, key)| client(key).map(|client| (name.to_string(), client)))
+        .collect();
+    VendorClients::new(tenants.is_some(), global, own)
 }

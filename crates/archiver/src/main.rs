@@ -8,6 +8,7 @@ mod config;
 mod exit;
 mod logging;
 mod metrics;
+mod tenants;
 mod worker;
 
 use std::process::ExitCode;

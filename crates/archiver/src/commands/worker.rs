@@ -29,12 +29,10 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
         "an address and port such as 127.0.0.1:9090",
     );
     // The vendor API is optional for the worker: with it, an event whose URLs expired is
-    // archived again with fresh ones; without it, such an event is dead-lettered.
-    let vendor = if settings.provider_api_url.is_some() || settings.provider_api_key.is_some() {
-        config::vendor_config(settings, &mut problems)
-    } else {
-        None
-    };
+    // archived again with fresh ones (asked with its tenant's own key); without it, such an
+    // event is dead-lettered.
+    let tenants = config::tenants(settings, &mut problems);
+    let vendor = config::vendor_clients(settings, tenants.as_ref(), false, &mut problems);
     let archive_config = config::archive_config(settings, &mut problems);
     let archive_config = problems.finish_with(archive_config)?;
     let metrics_addr = metrics_addr.ok_or_else(|| CommandError::usage("ARCHIVER_METRICS_ADDR is invalid"))?;
@@ -44,10 +42,6 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     let archiver = archive::Archiver::new(archive_config)
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive pipeline: {err}")))?;
-    let vendor = match vendor {
-        Some(config) => Some(archive::VendorClient::new(config).map_err(|err| CommandError::usage(err.to_string()))?),
-        None => None,
-    };
     let pipeline = Pipeline::new(archiver.clone(), url_ttl).with_vendor(vendor);
     let readiness = Readiness::new();
     let server = metrics::serve(metrics_addr, readiness.clone())

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use archive::{Archived, Archiver, CancellationToken, Disposition, MediaEntry, Received, VendorClient};
+use archive::{Archived, Archiver, CancellationToken, Disposition, MediaEntry, Received};
 use time::OffsetDateTime;
 
 use super::result::MediaResult;
 use super::{Handled, Handler, Incoming, ResultEvent};
 use crate::metrics::EventMetrics;
+use crate::tenants::{NoVendorKey, VendorClients};
 
 /// Archives each event with one shared [`Archiver`].
 pub struct Pipeline {
@@ -18,8 +19,9 @@ pub struct Pipeline {
     /// `ARCHIVER_URL_TTL_SECS`, for the metrics of time left before a URL expires.
     url_ttl: Duration,
     /// The vendor API, when configured: an event whose URLs expired (or were refused as
-    /// expired) is archived again once with fresh URLs instead of being dead-lettered.
-    vendor: Option<VendorClient>,
+    /// expired) is archived again once with fresh URLs instead of being dead-lettered,
+    /// asked with the event's tenant's own key only.
+    vendor: VendorClients,
 }
 
 impl Pipeline {
@@ -27,11 +29,11 @@ impl Pipeline {
         Pipeline {
             archiver,
             url_ttl,
-            vendor: None,
+            vendor: VendorClients::default(),
         }
     }
 
-    pub fn with_vendor(self, vendor: Option<VendorClient>) -> Self {
+    pub fn with_vendor(self, vendor: VendorClients) -> Self {
         Pipeline { vendor, ..self }
     }
 
@@ -43,12 +45,21 @@ impl Pipeline {
         archived: Archived,
         lost: &CancellationToken,
     ) -> Archived {
-        let Some(vendor) = &self.vendor else {
-            return archived;
-        };
         if !archived.wants_fresh_urls() {
             return archived;
         }
+        let vendor = match self.vendor.for_tenant(&event.tenant) {
+            Ok(vendor) => vendor,
+            Err(NoVendorKey::NotConfigured) => return archived,
+            Err(no_key) => {
+                tracing::warn!(tenant = %event.tenant, "media urls expired; no refresh: {no_key}");
+                let mut archived = archived;
+                if let Disposition::DeadLetter(failure) = &mut archived.disposition {
+                    failure.reason.push_str(&format!("; no refresh: {no_key}"));
+                }
+                return archived;
+            }
+        };
         match vendor.fresh_report(&event.session_id, &event.tenant).await {
             Ok(fresh) => {
                 tracing::info!("media urls expired; archiving again with fresh urls from the vendor api");

@@ -12,7 +12,7 @@ mod dlq;
 
 use std::collections::BTreeMap;
 
-use archive::{Archiver, CancellationToken, Disposition, Manifest, MediaStatus, Received, ReportEvent, VendorClient};
+use archive::{Archiver, CancellationToken, Disposition, Manifest, MediaStatus, Received, ReportEvent};
 use lapin::BasicProperties;
 use serde::Serialize;
 
@@ -20,6 +20,7 @@ use crate::broker::{bounded, connect, BrokerError, Message, Publisher, Topology}
 use crate::cli::Settings;
 use crate::config::{self, Problems};
 use crate::exit::{CommandError, Outcome};
+use crate::tenants::VendorClients;
 use display::Progress;
 
 /// What `archiver refetch` was asked to do, as the command line gave it.
@@ -112,7 +113,8 @@ impl SessionReport {
 
 /// Everything the sessions share: the vendor client, the pipeline, the broker.
 struct Context {
-    vendor: VendorClient,
+    /// One client per vendor key; a session is asked about with its tenant's key only.
+    vendor: VendorClients,
     archiver: Archiver,
     topology: Topology,
     amqp_url: String,
@@ -129,12 +131,12 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
     crate::logging::init_with_default(&settings.log_format, default_level)?;
     let mut problems = Problems::default();
     check_options(&options, &mut problems);
-    let vendor = config::vendor_config(settings, &mut problems);
+    let tenants = config::tenants(settings, &mut problems);
+    let vendor = config::vendor_clients(settings, tenants.as_ref(), true, &mut problems);
     let topology = crate::worker::config::topology(settings, &mut problems);
     // Every problem in one round: the options', the vendor API's and the pipeline's.
     let archive_config = config::archive_config(settings, &mut problems);
-    let (vendor, archive_config) = problems.finish_with(vendor.zip(archive_config))?;
-    let vendor = VendorClient::new(vendor).map_err(|err| CommandError::usage(err.to_string()))?;
+    let archive_config = problems.finish_with(archive_config)?;
     let archiver = Archiver::new(archive_config)
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
@@ -225,7 +227,11 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
     context
         .progress
         .session_started(&session_id, "asking the vendor for a fresh report");
-    let event = match context.vendor.fresh_report(&session_id, tenant).await {
+    let vendor = match context.vendor.for_tenant(tenant) {
+        Ok(vendor) => vendor,
+        Err(no_key) => return SessionReport::failed(&session_id, tenant, no_key.to_string()),
+    };
+    let event = match vendor.fresh_report(&session_id, tenant).await {
         Ok(event) => event,
         Err(err) => return SessionReport::failed(&session_id, tenant, err.to_string()),
     };
