@@ -85,7 +85,17 @@ impl MediaJob<'_> {
             }
             attempts.fetch_add(1, Relaxed);
             crate::progress::attempt_started(slot.kind);
-            let result = Box::pin(self.attempt(slot, url, &key)).await;
+            let mut result = Box::pin(self.attempt(slot, url, &key)).await;
+            // Another writer completed this media first: its object is the evidence, at
+            // once. Retrying would download again only to lose the same race.
+            if matches!(result, Err(AttemptError::Store(StoreError::Conflict { .. }))) {
+                match self.recover(slot, &key).await {
+                    Ok(Some(stored)) => result = Ok(stored),
+                    // Nothing found after all: the conflict is retried like any other.
+                    Ok(None) => {}
+                    Err(err) => result = Err(AttemptError::Store(err)),
+                }
+            }
             if let Err(AttemptError::Store(err)) = &result {
                 if err.fault() == StoreFault::Mismatch {
                     mismatches.fetch_add(1, Relaxed);
@@ -133,15 +143,6 @@ impl MediaJob<'_> {
                 tracing::warn!(media = slot.manifest_name, url = %redacted(url), error = %err, retry_in_ms = wait.as_millis() as u64, "attempt failed; retrying");
             })
             .await;
-        let result = match result {
-            // Another writer completed this media first: its object is the evidence.
-            Err(AttemptError::Store(StoreError::Conflict { .. })) => match self.recover(slot, &key).await {
-                Ok(Some(entry)) => Ok(entry),
-                Ok(None) => Err(AttemptError::Store(StoreError::Conflict { key: key.clone() })),
-                Err(err) => Err(AttemptError::Store(err)),
-            },
-            other => other,
-        };
         let attempts = attempts.load(Relaxed);
         let entry = match result {
             Ok(stored) => {
