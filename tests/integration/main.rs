@@ -6,6 +6,7 @@
 mod support;
 
 mod archive_faults;
+mod archive_integrity;
 mod archive_pipeline;
 mod readme;
 mod refetch;
