@@ -62,6 +62,23 @@ fn within_caps(target: &str, level: &Level) -> bool {
         .is_none_or(|(_, cap)| level <= cap)
 }
 
+/// `layer` filtered by `RUST_LOG` and then by [`CAPS`]. The caps are a filter of their own
+/// rather than directives added to the `EnvFilter` after parsing: a directive sets a level,
+/// so `aws_sigv4=debug` would also raise these libraries to debug when `RUST_LOG` asks for
+/// less (the default `info`), and a more specific `RUST_LOG` directive
+/// (`aws_sigv4::http_request=trace`) would win over it. This filter can only hold events
+/// back, and no `RUST_LOG` reaches it.
+fn capped<S>(
+    layer: Box<dyn tracing_subscriber::Layer<S> + Send + Sync>,
+    env_filter: EnvFilter,
+) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    let caps = filter::filter_fn(|metadata| within_caps(metadata.target(), metadata.level()));
+    layer.with_filter(env_filter).with_filter(caps)
+}
+
 /// Installs the global subscriber. `RUST_LOG` filters; the default is `info`.
 pub fn init(format: &str) -> Result<(), CommandError> {
     init_with_default(format, "info")
@@ -69,17 +86,7 @@ pub fn init(format: &str) -> Result<(), CommandError> {
 
 /// Installs the global subscriber; `RUST_LOG` filters, else `default_level`.
 pub fn init_with_default(format: &str, default_level: &str) -> Result<(), CommandError> {
-    let mut env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // The caps as directives, added after `RUST_LOG` was parsed: a directive for the same
-    // target replaces the one `RUST_LOG` gave (`RUST_LOG=aws_sigv4=trace`), and a bare
-    // `RUST_LOG=trace` is less specific than each of them. A more specific `RUST_LOG`
-    // directive (`aws_sigv4::http_request=trace`) would still win over these, so the
-    // `within_caps` filter below, which no `RUST_LOG` can change, enforces the caps again.
-    for (name, cap) in CAPS {
-        let directive = format!("{name}={}", cap.as_str().to_ascii_lowercase());
-        env_filter = env_filter.add_directive(directive.parse().expect("a valid directive"));
-    }
-    let caps = filter::filter_fn(|metadata| within_caps(metadata.target(), metadata.level()));
+    let env_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     // Colour codes only for a person at a terminal, never into a pipe or a log file.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let layer = match format {
@@ -101,7 +108,7 @@ pub fn init_with_default(format: &str, default_level: &str) -> Result<(), Comman
         }
     };
     let result = tracing_subscriber::registry()
-        .with(layer.with_filter(env_filter).with_filter(caps))
+        .with(capped(layer, env_filter))
         .try_init();
     // A second init (tests calling commands in-process) is harmless.
     let _ = result;
@@ -146,14 +153,75 @@ mod tests {
         }
     }
 
+    /// What a subscriber built like `init`'s, under `rust_log`, prints of one event per
+    /// (target, level) below.
+    fn printed_under(rust_log: &str) -> String {
+        use std::sync::{Arc, Mutex};
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let writer = {
+            let out = out.clone();
+            move || Capture(out.clone())
+        };
+        let layer = tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .boxed();
+        let subscriber = tracing_subscriber::registry().with(capped(layer, EnvFilter::new(rust_log)));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "aws_sigv4::http_request::sign", "sigv4-trace");
+            tracing::debug!(target: "aws_sigv4::http_request::sign", "sigv4-debug");
+            tracing::trace!(target: "lapin::channels", "lapin-trace");
+            tracing::debug!(target: "rustls::client", "rustls-debug");
+            tracing::trace!(target: "archive::fetch", "ours-trace");
+            tracing::info!(target: "archive::fetch", "ours-info");
+        });
+        let printed = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        printed
+    }
+
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The caps only ever hold events back: under `info` the capped libraries stay at
+    /// info (regression: cap directives raised them to debug), and under any `trace`
+    /// they stop at their cap.
     #[test]
-    fn every_cap_is_a_valid_directive() {
-        for (name, cap) in CAPS {
-            let directive = format!("{name}={}", cap.as_str().to_ascii_lowercase());
-            assert!(
-                directive.parse::<tracing_subscriber::filter::Directive>().is_ok(),
-                "{directive}"
-            );
+    fn caps_hold_back_and_never_raise() {
+        let cases = [
+            ("info", &["ours-info"][..]),
+            ("trace", &["sigv4-debug", "rustls-debug", "ours-trace", "ours-info"]),
+            (
+                "trace,aws_sigv4::http_request=trace,lapin::channels=trace",
+                &["sigv4-debug", "rustls-debug", "ours-trace", "ours-info"],
+            ),
+            ("aws_sigv4=trace", &["sigv4-debug"]),
+        ];
+        let all = [
+            "sigv4-trace",
+            "sigv4-debug",
+            "lapin-trace",
+            "rustls-debug",
+            "ours-trace",
+            "ours-info",
+        ];
+        for (rust_log, expected) in cases {
+            let printed = printed_under(rust_log);
+            for message in all {
+                assert_eq!(
+                    printed.contains(message),
+                    expected.contains(&message),
+                    "RUST_LOG={rust_log}: {message}\n{printed}"
+                );
+            }
         }
     }
 }
