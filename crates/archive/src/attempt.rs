@@ -201,7 +201,16 @@ impl MediaJob<'_> {
             let mut bytes = 0u64;
             loop {
                 let waited = Instant::now();
-                let Some(chunk) = download.chunk().await? else { break };
+                // A writer told to stop (its delivery lost, shutdown's last moment) stops
+                // here too, so that the multipart upload it began is aborted below.
+                let next = tokio::select! {
+                    biased;
+                    _ = self.cancel.cancelled() => {
+                        return Err(AttemptError::Store(StoreError::Cancelled { key: key.to_string() }))
+                    }
+                    next = download.chunk() => next,
+                };
+                let Some(chunk) = next? else { break };
                 timings.fetch += waited.elapsed();
                 let checked = Instant::now();
                 validator.feed(&chunk)?;

@@ -39,6 +39,7 @@ pub use event::{
     event_expiry, is_valid_tenant, media_expiry, parse_event, session_id, url_own_expiry, EventError, Face, Received,
     ReportEvent, Status,
 };
+pub use event::{plausible_timestamp, MAX_EVENT_BYTES};
 pub use fetch::{redacted, FetchError};
 pub use hosts::HostNotAllowed;
 pub use manifest::{Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, MediaStatus, PastDecision, StoredMedia};

@@ -15,10 +15,20 @@ use super::{Received, ReportEvent};
 pub fn event_expiry(event: &ReportEvent, received: &Received, ttl: std::time::Duration) -> OffsetDateTime {
     let start = event
         .issued_at
-        .or(received.amqp_timestamp)
+        .or(plausible_timestamp(received.amqp_timestamp, received.received_at))
         .unwrap_or(received.received_at)
         .min(received.received_at);
     start.saturating_add(Duration::try_from(ttl).unwrap_or(Duration::MAX))
+}
+
+/// How far from the receipt an AMQP `timestamp` may be and still be trusted.
+const PLAUSIBLE_TIMESTAMP_SPAN: Duration = Duration::days(30);
+
+/// The AMQP `timestamp` when it is plausible, else `None` (as if absent): 0 (a client's
+/// default, the epoch) or more than 30 days from the receipt is a broken clock, not when
+/// the URLs were issued, and would otherwise expire the event at once or never.
+pub fn plausible_timestamp(timestamp: Option<OffsetDateTime>, received_at: OffsetDateTime) -> Option<OffsetDateTime> {
+    timestamp.filter(|at| at.unix_timestamp() != 0 && (*at - received_at).abs() <= PLAUSIBLE_TIMESTAMP_SPAN)
 }
 
 /// The expiry a URL carries itself: `X-Amz-Date` plus `X-Amz-Expires` (S3 presigned),

@@ -8,7 +8,7 @@
 mod expiry;
 mod parse;
 
-pub use expiry::{event_expiry, media_expiry, url_own_expiry};
+pub use expiry::{event_expiry, media_expiry, plausible_timestamp, url_own_expiry};
 pub use parse::{is_valid_tenant, parse_event, session_id};
 
 use time::OffsetDateTime;

@@ -273,6 +273,17 @@ fn a_start_in_the_future_is_clamped_to_the_receipt() {
             datetime!(2026-11-25 12:30:00 UTC),
         ),
         (Some(received_at), None, datetime!(2026-11-25 13:00:00 UTC)),
+        // An AMQP timestamp of 0, or absurdly far in the past, counts as absent.
+        (
+            None,
+            Some(datetime!(1970-01-01 00:00:00 UTC)),
+            datetime!(2026-11-25 13:00:00 UTC),
+        ),
+        (
+            None,
+            Some(datetime!(2024-01-01 00:00:00 UTC)),
+            datetime!(2026-11-25 13:00:00 UTC),
+        ),
     ];
     for (issued_at, amqp_timestamp, expected) in cases {
         event.issued_at = issued_at;

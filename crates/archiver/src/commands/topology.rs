@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::broker::{self, bounded, connect, RESULTS_EXCHANGE};
+use crate::broker::{self, bounded, connect, DeadLetterQueue, RESULTS_EXCHANGE};
 use crate::cli::Settings;
 use crate::config::Problems;
 use crate::exit::{CommandError, Outcome};
@@ -16,13 +16,21 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
 
     let declare = async {
         let connection = connect(&settings.amqp_url, "topology").await?;
-        let channel = bounded("open a channel", connection.create_channel()).await?;
-        topology.declare(&channel).await?;
+        let found = topology.declare(&connection).await?;
         let _ = bounded("close the connection", connection.close(200, "declared".into())).await;
-        Ok::<_, broker::BrokerError>(())
+        Ok::<_, broker::BrokerError>(found)
     };
-    declare.await.map_err(|err| CommandError::Failed(err.into()))?;
+    let found = declare.await.map_err(|err| CommandError::Failed(err.into()))?;
+    // What keeps the dead-letter queue from dropping what it holds (docs/operations.md):
+    // `unlimited` (RabbitMQ 4), `parking` (3.x or an unknown version), or `kept` (it
+    // existed with other arguments; the log names the operator step).
+    let dead_letter_queue_shape = match found {
+        DeadLetterQueue::Declared(shape) => shape.as_str(),
+        DeadLetterQueue::KeptAsItWas => "kept",
+    };
     let declared = json!({
+        "broker_version": broker::BrokerVersion::last_seen().map(|version| version.to_string()),
+        "dead_letter_queue_shape": dead_letter_queue_shape,
         "queue": topology.queue,
         "delivery_limit": topology.delivery_limit,
         "dead_letter_exchange": topology.dead_letter_exchange(),

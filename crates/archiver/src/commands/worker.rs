@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::cli::Settings;
 use crate::config::{self, Problems};
@@ -15,8 +14,6 @@ use crate::exit::{CommandError, Outcome};
 use crate::metrics::{self, Readiness};
 use crate::worker::{self, Pipeline};
 
-/// How often the worker checks that the bucket answers, for `/readyz`.
-const STORE_PROBE_INTERVAL: Duration = Duration::from_secs(15);
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
@@ -49,34 +46,37 @@ pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
         .map_err(|err| CommandError::usage(format!("ARCHIVER_METRICS_ADDR: cannot listen on {metrics_addr}: {err}")))?;
     tracing::info!(addr = %server.local_addr(), "serving /metrics, /healthz and /readyz");
     let shutdown = worker::shutdown::on_signal().context("cannot listen for SIGTERM and SIGINT")?;
-    let probe = tokio::spawn(probe_store(archiver.clone(), readiness.clone(), shutdown.clone()));
-
-    let result = worker::run(worker_config, Arc::new(pipeline), readiness, shutdown.clone()).await;
+    let store_probe = store_probe(archiver.clone());
+    let result = worker::run(
+        worker_config,
+        Arc::new(pipeline),
+        readiness,
+        store_probe,
+        shutdown.clone(),
+    )
+    .await;
     shutdown.cancel();
-    let _ = probe.await;
     server.stop();
     result?;
     Ok(Outcome::Done)
 }
 
-/// Keeps `/readyz` told whether the bucket answers, until shutdown.
-async fn probe_store(archiver: archive::Archiver, readiness: Readiness, shutdown: CancellationToken) {
-    loop {
-        let reachable = match tokio::time::timeout(STORE_PROBE_TIMEOUT, archiver.check_ready()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "the bucket does not answer");
-                false
+/// Asks whether the bucket answers, bounded: for `/readyz`, and to end a store outage.
+fn store_probe(archiver: archive::Archiver) -> worker::StoreProbe {
+    Arc::new(move || {
+        let archiver = archiver.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(STORE_PROBE_TIMEOUT, archiver.check_ready()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "the bucket does not answer");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("the bucket did not answer within {}s", STORE_PROBE_TIMEOUT.as_secs());
+                    false
+                }
             }
-            Err(_) => {
-                tracing::warn!("the bucket did not answer within {}s", STORE_PROBE_TIMEOUT.as_secs());
-                false
-            }
-        };
-        readiness.set_store(reachable);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STORE_PROBE_INTERVAL) => {}
-        }
-    }
+        })
+    })
 }

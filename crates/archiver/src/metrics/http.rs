@@ -30,13 +30,18 @@ pub struct Readiness(Arc<ReadinessState>);
 struct ReadinessState {
     broker: AtomicBool,
     store: AtomicBool,
+    /// Publishes are confirmed; `false` while the broker blocks or does not confirm them.
+    publisher: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Readiness {
     /// Not ready: nothing is connected yet.
     pub fn new() -> Self {
-        Self::default()
+        let readiness = Self::default();
+        // Publishes are presumed confirmed until one is not.
+        readiness.0.publisher.store(true, Ordering::Relaxed);
+        readiness
     }
 
     /// The consumer's connection to the broker is up (or lost).
@@ -51,6 +56,12 @@ impl Readiness {
         self.publish();
     }
 
+    /// The broker confirms publishes (or stopped: blocked, unconfirmed).
+    pub fn set_publisher(&self, confirming: bool) {
+        self.0.publisher.store(confirming, Ordering::Relaxed);
+        self.publish();
+    }
+
     /// SIGTERM received: the worker takes no new events. Never reset in a process.
     pub fn set_draining(&self, draining: bool) {
         self.0.draining.store(draining, Ordering::Relaxed);
@@ -60,6 +71,7 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.0.broker.load(Ordering::Relaxed)
             && self.0.store.load(Ordering::Relaxed)
+            && self.0.publisher.load(Ordering::Relaxed)
             && !self.0.draining.load(Ordering::Relaxed)
     }
 
@@ -71,6 +83,9 @@ impl Readiness {
         }
         if !self.0.store.load(Ordering::Relaxed) {
             reasons.push("store not reachable");
+        }
+        if !self.0.publisher.load(Ordering::Relaxed) {
+            reasons.push("publishes not confirmed");
         }
         if self.0.draining.load(Ordering::Relaxed) {
             reasons.push("draining");

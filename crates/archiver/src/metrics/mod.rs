@@ -8,9 +8,11 @@
 
 mod http;
 mod recorder;
+mod webhook;
 
 pub use http::{serve, Readiness};
 pub use recorder::EventMetrics;
+pub use webhook::{describe_webhook, webhook_answered, webhook_confirmed, webhook_in_flight, WebhookOutcome};
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -42,6 +44,11 @@ pub const URL_TIME_LEFT: &str = "archiver_url_time_left_seconds";
 pub const EVENTS_IN_FLIGHT: &str = "archiver_events_in_flight";
 /// 1 while `/readyz` answers 200, else 0.
 pub const READY: &str = "archiver_ready";
+/// Result events no queue bound to `archiver.results` took (published `mandatory`).
+pub const RESULTS_UNROUTABLE: &str = "archiver_results_unroutable_total";
+/// Events with neither `issued_at` nor a plausible AMQP `timestamp`: their URL expiry can
+/// only be counted from their receipt, so each redelivery gives them a fresh lifetime.
+pub const EVENTS_WITHOUT_ISSUE_TIME: &str = "archiver_events_without_issue_time_total";
 /// Always 1; the `version` label carries the binary's version.
 pub const BUILD_INFO: &str = "archiver_build_info";
 
@@ -64,6 +71,9 @@ pub enum EventOutcome {
     DeadLettered,
     /// Returned to the queue after a transient failure or a drain.
     Requeued,
+    /// Held unacknowledged through an outage of the store, to be run again when it answers
+    /// (one count per hold; the event ends later with another outcome).
+    Held,
 }
 
 impl EventOutcome {
@@ -82,6 +92,7 @@ impl EventOutcome {
             EventOutcome::Archived => "archived",
             EventOutcome::DeadLettered => "dead-lettered",
             EventOutcome::Requeued => "requeued",
+            EventOutcome::Held => "held",
         }
     }
 }
@@ -171,6 +182,16 @@ fn describe() {
         "Time left before the media URL expires when its fetch starts; low values mean the archive is losing the race."
     );
     describe_gauge!(EVENTS_IN_FLIGHT, Unit::Count, "Events being processed by this process.");
+    describe_counter!(
+        RESULTS_UNROUTABLE,
+        Unit::Count,
+        "Result events that no queue bound to archiver.results took."
+    );
+    describe_counter!(
+        EVENTS_WITHOUT_ISSUE_TIME,
+        Unit::Count,
+        "Events with neither issued_at nor a plausible AMQP timestamp (URL expiry counted from receipt)."
+    );
     describe_gauge!(READY, "1 while /readyz answers 200.");
     describe_gauge!(BUILD_INFO, "Always 1; the version label is the binary's version.");
 }
@@ -186,6 +207,11 @@ pub fn fetch_attempt(kind: MediaKind, attempt: u32, time_left: Duration) {
         // Only the first attempt: retries would weigh the histogram toward slow media.
         histogram!(URL_TIME_LEFT, "kind" => kind).record(time_left.as_secs_f64());
     }
+}
+
+/// A result event was returned unroutable by the broker.
+pub fn result_unroutable() {
+    counter!(RESULTS_UNROUTABLE).increment(1);
 }
 
 /// A stage of one media took `elapsed`.

@@ -36,6 +36,9 @@ impl EventMetrics {
     /// A parsed event has arrived. `url_ttl` is `ARCHIVER_URL_TTL_SECS`.
     pub fn for_event(event: &archive::ReportEvent, received: &archive::Received, url_ttl: Duration) -> Arc<Self> {
         let issued = event.issued_at.or(received.amqp_timestamp);
+        if issued.is_none() {
+            counter!(super::EVENTS_WITHOUT_ISSUE_TIME).increment(1);
+        }
         let age = issued.map(|issued| positive(received.received_at - issued));
         let expiry = archive::event_expiry(event, received, url_ttl);
         let media_expiry = |slot: &archive::Slot| {

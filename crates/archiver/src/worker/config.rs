@@ -68,5 +68,17 @@ pub fn worker(settings: &Settings, problems: &mut Problems) -> WorkerConfig {
         topology,
         concurrency,
         drain: Duration::from_secs(drain_secs),
+        panic_on_session: test_panic_session(),
+    }
+}
+
+/// `ARCHIVER_TEST_PANIC_SESSION_ID`, read only in test builds (`debug_assertions`): the
+/// integration tests use it to make one event's handler panic. Release builds, such as
+/// the container image's (deploy/Dockerfile builds `--release`), never read it.
+fn test_panic_session() -> Option<String> {
+    if cfg!(debug_assertions) {
+        std::env::var("ARCHIVER_TEST_PANIC_SESSION_ID").ok()
+    } else {
+        None
     }
 }

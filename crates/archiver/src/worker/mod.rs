@@ -11,6 +11,8 @@
 
 pub mod config;
 mod consumer;
+pub mod outage;
+mod outbox;
 mod pipeline;
 mod result;
 mod settle;
@@ -26,6 +28,7 @@ use crate::broker::Topology;
 use crate::metrics::EventMetrics;
 
 pub use consumer::run;
+pub use outage::StoreProbe;
 pub use pipeline::Pipeline;
 pub use result::ResultEvent;
 
@@ -36,8 +39,12 @@ pub struct WorkerConfig {
     pub topology: Topology,
     /// Events in flight in this process: the prefetch and the semaphore's size.
     pub concurrency: u16,
-    /// How long events in flight may run after SIGTERM before they are returned to the queue.
+    /// How long events in flight may run after SIGTERM before they are returned to the
+    /// queue; the whole shutdown takes at most this plus [`SHUTDOWN_OVERHEAD`].
     pub drain: Duration,
+    /// Test builds only: an event naming this session id panics in its handler
+    /// (`ARCHIVER_TEST_PANIC_SESSION_ID`; see `settle::test_panic_hook`).
+    pub panic_on_session: Option<String>,
 }
 
 /// One message as the handler sees it.

@@ -14,8 +14,8 @@ use archive::Cause;
 /// the original is acknowledged, so an interruption at worst leaves a duplicate).
 pub(super) async fn drain_dead_letters(context: &Context) -> Result<Vec<SessionReport>, BrokerError> {
     let connection = connect(&context.amqp_url, "refetch").await?;
+    context.topology.declare(&connection).await?;
     let channel = bounded("open a channel", connection.create_channel()).await?;
-    context.topology.declare(&channel).await?;
     let dlq = context.topology.dead_letter_queue();
     let passive = QueueDeclareOptions {
         passive: true,

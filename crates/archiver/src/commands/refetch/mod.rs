@@ -289,8 +289,7 @@ fn media_statuses(manifest: &Manifest) -> BTreeMap<&'static str, String> {
 
 async fn declare_topology(context: &Context) -> Result<(), BrokerError> {
     let connection = connect(&context.amqp_url, "refetch").await?;
-    let channel = bounded("open a channel", connection.create_channel()).await?;
-    context.topology.declare(&channel).await?;
+    context.topology.declare(&connection).await?;
     let _ = bounded("close the connection", connection.close(200, "declared".into())).await;
     Ok(())
 }
