@@ -838,3 +838,47 @@ async fn a_manifest_write_that_loses_to_another_writer_is_read_merged_and_writte
     let _ = etag;
     s3.delete_prefix(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_store_outage_the_next_delivery_fetches_only_what_was_not_stored() {
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    let proxy = S3Proxy::start();
+    let proxy_env = proxy.env();
+    let env: Vec<(&str, &str)> = proxy_env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let tenant = unique_name("outage-then");
+    let session = new_session_id();
+    let prefix = session_prefix(&tenant, &session);
+    let event = event_json(&session, &tenant, None, &Urls::of(&server));
+    proxy.fail(
+        S3Fault::SlowDown,
+        Rule::operation_on("PutObject", format!("{prefix}video.mp4")),
+    );
+
+    let output = archive(&server, &event, &env);
+
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert!(
+        output.stdout.is_empty(),
+        "no manifest while the video is not stored: {}",
+        printed(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cause=store-unavailable"), "{stderr}");
+    let images = objects(&prefix).await;
+    let names: Vec<&str> = images.iter().map(|o| o.0.rsplit('/').next().unwrap()).collect();
+    assert_eq!(names, ["source.jpg", "target.jpg"]);
+
+    proxy.pass_through();
+    let output = archive(&server, &event, &env);
+
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    assert_all_stored(&manifest_of(&output), "after the outage");
+    assert_eq!(media_hits(&server), [1, 1, 2], "only the video is fetched again");
+    let after = objects(&prefix).await;
+    for image in &images {
+        assert!(after.contains(image), "{} changed", image.0);
+    }
+    assert_eq!(after.len(), 4);
+    Stack::load().s3().delete_prefix(&prefix).await;
+}

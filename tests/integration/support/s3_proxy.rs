@@ -1,21 +1,23 @@
 //! An S3 fault proxy: a TLS server on 127.0.0.1 with a CA of its own that forwards every
-//! request to the stack's S3 endpoint, records it, and can be told at run time to answer
-//! some requests itself with an S3 error instead (503 `SlowDown`, 403 `AccessDenied`).
+//! request to the stack's S3 endpoint, records it (method, path, query, headers, status),
+//! and can be told at run time to answer chosen requests itself with an S3 error instead:
+//! 503 `SlowDown`, 403 `AccessDenied`, 412 `PreconditionFailed` or 404 `NoSuchKey`.
 //!
 //! The `Host` header is forwarded unchanged: SigV4 signs it, and the stack's nginx passes
 //! `Host $http_host` on to Garage, so signatures made for the proxy's address still verify.
 //! Bodies stream both ways. Garage ignores `If-None-Match`/`If-Match` on PUT and has no
 //! Object Lock, so the recorded headers are how tests check what the archiver *sends*.
+//! Faults can be changed while an archiver runs (a worker through an outage and back).
 //!
 //! ```ignore
-//! let proxy = S3Proxy::start();              // passes everything through
-//! // (the faults: SlowDown 503, AccessDenied 403, PreconditionFailed 412, NoSuchKey 404)
+//! let proxy = S3Proxy::start(); // passes everything through
 //! let mut command = archiver();
 //! command.envs(proxy.env()); // ARCHIVER_S3_ENDPOINT and ARCHIVER_S3_CA_FILE
-//! proxy.fail(S3Fault::SlowDown, Rule::every_request());            // an outage
-//! proxy.fail(S3Fault::AccessDenied, Rule::operation("PutObject"));  // a refused write
-//! proxy.fail(S3Fault::SlowDown, Rule::operation("UploadPart").times(1));
-//! proxy.pass_through();
+//! proxy.fail(S3Fault::SlowDown, Rule::every_request()); // an outage
+//! proxy.fail(S3Fault::AccessDenied, Rule::writes()); // reads pass, writes are refused
+//! proxy.fail(S3Fault::SlowDown, Rule::operation("UploadPart").times(1)); // once only
+//! proxy.fail(S3Fault::PreconditionFailed, Rule::operation_on("PutObject", key));
+//! proxy.pass_through(); // the outage is over
 //! assert!(proxy.requests().iter().filter(|r| r.operation() == "PutObject")
 //!     .all(|r| r.header("x-amz-checksum-sha256").is_some()));
 //! ```
