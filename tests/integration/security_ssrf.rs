@@ -356,7 +356,7 @@ fn cases(trap: &Trap, media: &MediaServer) -> Vec<Case> {
             // A long attempt deadline: the minimum transfer rate must end it, not the deadline.
             env: vec![("ARCHIVER_FETCH_TIMEOUT_SECS", "120")],
             expect: Expect::NotFinished {
-                reason: "source sends slower than the minimum transfer rate",
+                reason: "source sent less than the minimum transfer rate over the low-speed window",
                 within_secs: 60,
             },
             ..refusal(
