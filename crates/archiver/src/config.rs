@@ -278,6 +278,11 @@ pub fn archive_config(settings: &Settings, problems: &mut Problems) -> Option<ar
             "a whole number of bytes",
         )
         .unwrap_or_default();
+    if max_media_bytes > MAX_OBJECT_BYTES {
+        problems.push(format!(
+            "ARCHIVER_MAX_MEDIA_BYTES must be at most {MAX_OBJECT_BYTES} (S3's 10,000 parts of {PART_SIZE} bytes), got {max_media_bytes}"
+        ));
+    }
     let attempt_timeout_secs = problems.parse::<u64>(
         "ARCHIVER_FETCH_TIMEOUT_SECS",
         &settings.fetch_timeout_secs,
@@ -333,6 +338,9 @@ pub fn archive_config_alone(settings: &Settings) -> Result<archive::ArchiveConfi
 /// Multipart part size: the memory one large media holds while it is fetched (see
 /// crates/archive/src/store/multipart.rs), and the single-PUT threshold.
 const PART_SIZE: usize = 8 * 1024 * 1024;
+/// The largest object a multipart upload of [`PART_SIZE`] parts can make: S3 takes at
+/// most 10,000 parts.
+const MAX_OBJECT_BYTES: u64 = 10_000 * PART_SIZE as u64;
 
 /// `ARCHIVER_SSE_C_KEYRING_FILE`: one `key_id=base64` a line; blank lines and `#` comments
 /// are skipped. Every bad line is a problem of its own, named by its number (never its key).

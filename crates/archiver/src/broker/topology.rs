@@ -320,3 +320,44 @@ fn durable_queue() -> QueueDeclareOptions {
 fn text(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dead_letter_queue_shape_follows_the_broker_version() {
+        let cases = [
+            (Some("4.0.5"), DeadLetterShape::Unlimited),
+            (Some("4.3.0"), DeadLetterShape::Unlimited),
+            (Some("3.13.7"), DeadLetterShape::Parking),
+            (Some("3.10.8"), DeadLetterShape::Parking),
+            (None, DeadLetterShape::Parking),
+        ];
+        let topology = Topology {
+            queue: "face-reports".to_owned(),
+            delivery_limit: 5,
+        };
+        for (version, shape) in cases {
+            let version = version.and_then(BrokerVersion::parse);
+            assert_eq!(DeadLetterShape::for_version(version), shape, "{version:?}");
+            let arguments = topology.dead_letter_arguments(shape);
+            let limit = arguments.inner().get("x-delivery-limit");
+            match shape {
+                // -1 means unlimited only from 4.0; on 3.x it would drop after one delivery.
+                DeadLetterShape::Unlimited => assert_eq!(limit, Some(&AMQPValue::LongLongInt(-1))),
+                DeadLetterShape::Parking => {
+                    assert_eq!(limit, None);
+                    assert_eq!(
+                        arguments.inner().get("x-dead-letter-exchange"),
+                        Some(&text("face-reports.parking"))
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            DeadLetterShape::Unlimited.operator_step("face-reports.dlq"),
+            r#"rabbitmqctl set_policy --apply-to quorum_queues archiver-dlq '^face-reports\.dlq$' '{"delivery-limit": -1}'"#
+        );
+    }
+}

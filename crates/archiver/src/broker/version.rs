@@ -82,8 +82,18 @@ pub async fn remember(amqp_url: &str) {
     }
 }
 
-/// The `version` server property of the broker at `amqp_url` (plain `amqp://` only).
+/// The `version` server property of the broker at `amqp_url` (plain `amqp://` only; of
+/// the first node that answers when the URL names the nodes of a cluster, comma-separated).
 pub async fn read(amqp_url: &str) -> Option<BrokerVersion> {
+    for node in amqp_url.split(',') {
+        if let Some(version) = read_node(node.trim()).await {
+            return Some(version);
+        }
+    }
+    None
+}
+
+async fn read_node(amqp_url: &str) -> Option<BrokerVersion> {
     let url = url::Url::parse(amqp_url).ok()?;
     if url.scheme() != "amqp" {
         return None;
