@@ -115,7 +115,9 @@ async fn a_finished_session_delivered_again_fetches_nothing_whatever_its_urls() 
     let mut firsts = Vec::new();
     for (case, _) in &cases {
         let session = new_session_id();
-        let event = event_json(&session, &tenant, None, &expiring_urls(&server, 20));
+        // 30 s: enough for the three first runs on a loaded machine; the test then waits
+        // for the expiry.
+        let event = event_json(&session, &tenant, None, &expiring_urls(&server, 30));
         let output = archive(&server, &event, &[]);
         assert_eq!(output.status.code(), Some(0), "{case}: first run: {}", printed(&output));
         let manifest = manifest_of(&output);
@@ -159,7 +161,7 @@ async fn a_worker_archives_a_finished_session_again_without_fetching() {
         "00000000-0000-4000-8000-00000000000a",
         "00000000-0000-4000-8000-00000000000b",
     );
-    let expiring = event_json(expired, &test.tenant, None, &expiring_urls(&test.media, 20));
+    let expiring = event_json(expired, &test.tenant, None, &expiring_urls(&test.media, 30));
     let expiring: Value = serde_json::from_slice(&expiring).unwrap();
     test.publish(&expiring).await;
     test.publish(&test.good_event(nulled)).await;
