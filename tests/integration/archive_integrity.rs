@@ -884,3 +884,38 @@ async fn after_a_store_outage_the_next_delivery_fetches_only_what_was_not_stored
     assert_eq!(after.len(), 4);
     Stack::load().s3().delete_prefix(&prefix).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_session_with_a_rejected_media_exits_again_as_the_first_time() {
+    let media = TestMedia::get();
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    server.route("/target.jpg", Behaviour::Ok(media.small_target.clone()));
+    let tenant = unique_name("rejected-again");
+    let session = new_session_id();
+    let prefix = session_prefix(&tenant, &session);
+    let urls = Urls {
+        video: None,
+        ..Urls::of(&server)
+    };
+    let event = event_json(&session, &tenant, None, &urls);
+    let first = archive(&server, &event, &[]);
+    assert_eq!(first.status.code(), Some(1), "{}", printed(&first));
+    let manifest = manifest_of(&first);
+    assert_eq!(manifest["media"]["target_image"]["status"], json!("rejected"));
+    let hits = server.requests().len();
+    let before = objects(&prefix).await;
+
+    let again = archive(&server, &event, &[]);
+
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "exits as the first archive did: {}",
+        printed(&again)
+    );
+    assert_eq!(manifest_of(&again), manifest);
+    assert_eq!(server.requests().len(), hits, "a finished session fetched again");
+    assert_eq!(objects(&prefix).await, before);
+    Stack::load().s3().delete_prefix(&prefix).await;
+}
