@@ -19,6 +19,7 @@ mod security_ssrf;
 mod stack_smoke;
 mod tenant_keys;
 mod validate_cli;
+mod webhook;
 mod worker_broker;
 mod worker_commands;
 mod worker_flow;

@@ -137,7 +137,7 @@ async fn a_malformed_tenants_file_is_a_configuration_error_that_names_every_prob
     let file = dir.path().join("tenants.toml");
     let text = "[tenants.Acme]\nwebhook_secret = \"SECRET-ONE\"\n\n[tenants.beta]\nprovider_api_key = \"SECRET-TWO\"\nprovider_api_key_file = \"/nonexistent\"\n\n[tenants.gamma]\nwebhok_secret = \"SECRET-THREE\"\n";
     std::fs::write(&file, text).unwrap();
-    for command in ["worker", "refetch"] {
+    for command in ["worker", "refetch", "webhook"] {
         let mut archiver = crate::support::archiver();
         archiver
             .arg(command)

@@ -11,14 +11,14 @@ use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerT
 /// running in parallel on the stack's broker. It runs the same RabbitMQ as the stack (the
 /// Debian 13 root or the host's package), started, controlled and stopped through
 /// `scripts/stack/rabbitmq.sh`, which also removes its data. Stopped when dropped.
-struct PrivateBroker {
+pub(crate) struct PrivateBroker {
     node: String,
     port: u16,
     dist_port: u16,
 }
 
 impl PrivateBroker {
-    fn start() -> PrivateBroker {
+    pub(crate) fn start() -> PrivateBroker {
         let (port, dist_port) = (free_port(), free_port());
         let node = format!("archiver-test-{}-{port}@localhost", std::process::id());
         let broker = PrivateBroker { node, port, dist_port };
@@ -33,12 +33,12 @@ impl PrivateBroker {
         broker
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
     /// Runs `rabbitmqctl` on this node; whether it succeeded.
-    fn ctl(&self, args: &[&str]) -> bool {
+    pub(crate) fn ctl(&self, args: &[&str]) -> bool {
         let args: Vec<&str> = ["ctl"].into_iter().chain(args.iter().copied()).collect();
         self.script(&args).status.success()
     }

@@ -56,6 +56,13 @@ pub enum Command {
         #[command(flatten)]
         settings: Settings,
     },
+    /// Serve the vendor's signed webhooks: each decided session becomes a queued report event.
+    Webhook {
+        #[command(flatten)]
+        webhook: WebhookOptions,
+        #[command(flatten)]
+        settings: Settings,
+    },
     /// Declare the queues and exchanges, then exit.
     Topology {
         #[command(flatten)]
@@ -71,10 +78,19 @@ impl Command {
             | Command::Archive { settings, .. }
             | Command::Refetch { settings, .. }
             | Command::Get { settings, .. }
-            | Command::Topology { settings } => Some(settings),
+            | Command::Topology { settings }
+            | Command::Webhook { settings, .. } => Some(settings),
             Command::Validate { .. } => None,
         }
     }
+}
+
+/// Where `archiver webhook` listens.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookOptions {
+    /// Address for POST /webhooks/{tenant}.
+    #[arg(long, env = "ARCHIVER_WEBHOOK_ADDR", default_value = "127.0.0.1:8080")]
+    pub webhook_addr: String,
 }
 
 /// What `archiver refetch` is asked to do.

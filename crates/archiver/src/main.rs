@@ -9,6 +9,7 @@ mod exit;
 mod logging;
 mod metrics;
 mod tenants;
+mod webhook;
 mod worker;
 
 use std::process::ExitCode;
@@ -45,5 +46,6 @@ async fn run(cli: Cli) -> Result<exit::Outcome, CommandError> {
         Command::Worker { settings } => commands::worker::run(&settings).await,
         Command::Topology { settings } => commands::topology::run(&settings).await,
         Command::Refetch { options, settings } => commands::refetch::run(options, &settings).await,
+        Command::Webhook { webhook, settings } => commands::webhook::run(&webhook, &settings).await,
     }
 }

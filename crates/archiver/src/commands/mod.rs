@@ -6,4 +6,5 @@ pub mod get;
 pub mod refetch;
 pub mod topology;
 pub mod validate;
+pub mod webhook;
 pub mod worker;

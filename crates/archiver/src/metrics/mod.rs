@@ -8,9 +8,11 @@
 
 mod http;
 mod recorder;
+mod webhook;
 
 pub use http::{serve, Readiness};
 pub use recorder::EventMetrics;
+pub use webhook::{describe_webhook, webhook_answered, webhook_confirmed, webhook_in_flight, WebhookOutcome};
 
 use std::sync::OnceLock;
 use std::time::Duration;
