@@ -1,12 +1,15 @@
 //! Failures that are not the event's fault, and stalls: an S3 outage of more than a minute
 //! (the S3 fault proxy answering 503) ends with every event archived and nothing
-//! dead-lettered, however low the delivery limit; a panicking handler releases its
-//! delivery instead of stalling the others.
+//! dead-lettered, however low the delivery limit; so does a broker that blocks publishes
+//! (a resource alarm); a panicking handler releases its delivery instead of stalling the
+//! others.
 
 use std::time::{Duration, Instant};
 
 use crate::support::s3_proxy::{Rule, S3Fault, S3Proxy};
-use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerTest};
+use crate::support::Behaviour;
+use crate::worker_harness::{assert_exit_0, eventually, session_id, stop, WorkerTest, VIDEO};
+use crate::worker_resilience::PrivateBroker;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -120,4 +123,89 @@ async fn a_panicking_handler_releases_its_delivery_and_does_not_stall_the_others
         "the panic is logged"
     );
     test.clean_up().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_blocks_publishes_dead_letters_nothing_and_every_result_arrives() {
+    // A node of this test's own: a resource alarm blocks every publishing connection of it.
+    let broker = tokio::task::spawn_blocking(PrivateBroker::start)
+        .await
+        .expect("private broker");
+    let test = WorkerTest::on_broker("worker-blocked", &broker.url()).await;
+    // Slow enough that the alarm lands while the events are in flight.
+    test.media.route(
+        "/video.mp4",
+        Behaviour::Trickle {
+            body: VIDEO.into(),
+            bytes_per_sec: 15_000,
+        },
+    );
+    let worker = test.start_worker(&[("ARCHIVER_CONCURRENCY", "4")]);
+    let events = 4;
+    for n in 0..events {
+        test.publish(&test.good_event(&session_id(n))).await;
+    }
+    eventually("every event in flight", WAIT, || async {
+        test.media.hits("/video.mp4") >= events
+    })
+    .await;
+
+    // A memory alarm: the broker stops reading from connections that publish.
+    let broker = tokio::task::spawn_blocking(move || {
+        assert!(
+            broker.ctl(&["set_vm_memory_high_watermark", "0.00001"]),
+            "set the memory alarm"
+        );
+        broker
+    })
+    .await
+    .unwrap();
+    let manifests = || async {
+        test.keys()
+            .await
+            .iter()
+            .filter(|key| key.ends_with("/manifest.json"))
+            .count()
+    };
+    eventually("every manifest written during the alarm", WAIT, || async {
+        manifests().await == events
+    })
+    .await;
+    // Held past the publish's own deadline (10 s): the results wait in the outbox, and
+    // nothing is confirmed, dead-lettered or returned meanwhile.
+    let results = format!("{}.results", test.queue);
+    let blocked = Instant::now();
+    while blocked.elapsed() < Duration::from_secs(12) {
+        assert_eq!(
+            test.amqp.message_count(&results).await,
+            Some(0),
+            "a result during the alarm"
+        );
+        assert_eq!(test.dead_letter_depth().await, 0, "dead-lettered during the alarm");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    let broker = tokio::task::spawn_blocking(move || {
+        assert!(
+            broker.ctl(&["set_vm_memory_high_watermark", "0.4"]),
+            "clear the memory alarm"
+        );
+        broker
+    })
+    .await
+    .unwrap();
+    // Each event once: its result came from the outbox, not from archiving it again.
+    let sessions = test.archived_sessions(events, Duration::from_secs(90)).await;
+    assert_eq!(sessions.len(), events);
+    assert_eq!(test.media.hits("/video.mp4"), events, "no event was archived twice");
+    eventually("an empty queue", WAIT, || async { test.queue_depth().await == 0 }).await;
+    assert_eq!(test.dead_letter_depth().await, 0, "nothing dead-lettered");
+    let output = stop(worker, Duration::from_secs(40));
+    assert_exit_0(&output);
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("retried from the outbox"),
+        "the results waited in the outbox"
+    );
+    test.clean_up().await;
+    drop(broker);
 }
