@@ -166,6 +166,15 @@ pub struct Settings {
     /// File holding the AMQP broker URL (a mounted Kubernetes Secret); instead of --amqp-url.
     #[arg(long, env = "ARCHIVER_AMQP_URL_FILE", conflicts_with = "amqp_url")]
     pub amqp_url_file: Option<PathBuf>,
+    /// Extra PEM CA to trust for an amqps:// broker (besides the system's roots).
+    #[arg(long, env = "ARCHIVER_AMQP_CA_FILE")]
+    pub amqp_ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented to an amqps:// broker that asks for one (with --amqp-client-key-file).
+    #[arg(long, env = "ARCHIVER_AMQP_CLIENT_CERT_FILE")]
+    pub amqp_client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "ARCHIVER_AMQP_CLIENT_KEY_FILE")]
+    pub amqp_client_key_file: Option<PathBuf>,
     /// Queue of report events.
     #[arg(long, env = "ARCHIVER_QUEUE", default_value = "face-reports")]
     pub queue: String,

@@ -374,6 +374,159 @@ fn keyring(path: &std::path::Path, problems: &mut Problems) -> Vec<(String, arch
     keys
 }
 
+/// TLS for an `amqps://` broker: `ARCHIVER_AMQP_CA_FILE` and the client certificate
+/// (`ARCHIVER_AMQP_CLIENT_CERT_FILE` with `ARCHIVER_AMQP_CLIENT_KEY_FILE`), every file read
+/// and checked now, so that a bad one is a configuration error (exit 2) rather than a
+/// handshake failing on every reconnect. Problems name the variable and the path, never a
+/// key's content. Set with a plain `amqp://` URL they are a problem too: whoever set them
+/// expects an encrypted connection, and would get plaintext.
+pub fn broker_tls(settings: &Settings, problems: &mut Problems) -> crate::broker::BrokerTls {
+    let found_before = problems.len();
+    let extra_ca = settings.amqp_ca_file.as_deref().and_then(|path| {
+        let pem = read_file("ARCHIVER_AMQP_CA_FILE", path, problems)?;
+        let certs = certificates("ARCHIVER_AMQP_CA_FILE", path, &pem, problems)?;
+        let mut roots = rustls::RootCertStore::empty();
+        if certs.into_iter().any(|cert| roots.add(cert).is_err()) {
+            problems.push(format!(
+                "ARCHIVER_AMQP_CA_FILE: {} holds a certificate that cannot be a trust anchor",
+                path.display()
+            ));
+            return None;
+        }
+        match String::from_utf8(pem) {
+            Ok(pem) => Some(pem),
+            Err(_) => {
+                problems.push(format!("ARCHIVER_AMQP_CA_FILE: {} is not text", path.display()));
+                None
+            }
+        }
+    });
+    let client = match (
+        settings.amqp_client_cert_file.as_deref(),
+        settings.amqp_client_key_file.as_deref(),
+    ) {
+        (None, None) => None,
+        (Some(_), None) => {
+            problems.push("ARCHIVER_AMQP_CLIENT_CERT_FILE needs ARCHIVER_AMQP_CLIENT_KEY_FILE (its private key)");
+            None
+        }
+        (None, Some(_)) => {
+            problems.push("ARCHIVER_AMQP_CLIENT_KEY_FILE needs ARCHIVER_AMQP_CLIENT_CERT_FILE (its certificate)");
+            None
+        }
+        (Some(cert_path), Some(key_path)) => client_identity(cert_path, key_path, problems),
+    };
+    let set: Vec<&str> = [
+        ("ARCHIVER_AMQP_CA_FILE", &settings.amqp_ca_file),
+        ("ARCHIVER_AMQP_CLIENT_CERT_FILE", &settings.amqp_client_cert_file),
+        ("ARCHIVER_AMQP_CLIENT_KEY_FILE", &settings.amqp_client_key_file),
+    ]
+    .into_iter()
+    .filter_map(|(variable, path)| path.as_ref().map(|_| variable))
+    .collect();
+    // A comma-separated URL names the nodes of a cluster: each must be amqps://. The URL
+    // may hold a password, so it is never quoted.
+    let plaintext = settings
+        .amqp_url
+        .split(',')
+        .any(|url| !url.trim().starts_with("amqps://"));
+    if !set.is_empty() && plaintext {
+        problems.push(format!(
+            "{} apply to amqps:// only, but ARCHIVER_AMQP_URL is not amqps:// (the broker would be reached in plaintext)",
+            set.join(", ")
+        ));
+    }
+    if problems.len() > found_before {
+        return crate::broker::BrokerTls::default();
+    }
+    crate::broker::BrokerTls::new(extra_ca, client)
+}
+
+/// The client certificate chain and its key, checked to parse and to match each other.
+fn client_identity(
+    cert_path: &std::path::Path,
+    key_path: &std::path::Path,
+    problems: &mut Problems,
+) -> Option<(Vec<u8>, zeroize::Zeroizing<Vec<u8>>)> {
+    use rustls::pki_types::{pem::PemObject as _, PrivateKeyDer};
+    let chain_pem = read_file("ARCHIVER_AMQP_CLIENT_CERT_FILE", cert_path, problems);
+    let chain = chain_pem
+        .as_deref()
+        .and_then(|pem| certificates("ARCHIVER_AMQP_CLIENT_CERT_FILE", cert_path, pem, problems));
+    let key_pem = read_file("ARCHIVER_AMQP_CLIENT_KEY_FILE", key_path, problems).map(zeroize::Zeroizing::new);
+    let key = key_pem
+        .as_deref()
+        .and_then(|pem| match PrivateKeyDer::from_pem_slice(pem) {
+            Ok(key) => Some(key),
+            Err(_) => {
+                problems.push(format!(
+                    "ARCHIVER_AMQP_CLIENT_KEY_FILE: {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                    key_path.display()
+                ));
+                None
+            }
+        });
+    let (chain, key) = (chain?, key?);
+    // What rustls itself checks when lapin hands it the pair (`with_client_auth_cert`):
+    // the key loads, the first certificate parses (X.509 v3), and the two match.
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+        Ok(_) => {}
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            problems.push(format!(
+                "ARCHIVER_AMQP_CLIENT_KEY_FILE: {} is not the private key of the certificate in {}",
+                key_path.display(),
+                cert_path.display()
+            ));
+            return None;
+        }
+        Err(err) => {
+            problems.push(format!(
+                "ARCHIVER_AMQP_CLIENT_CERT_FILE: {} with the key in {} is not usable as a client certificate: {err}",
+                cert_path.display(),
+                key_path.display()
+            ));
+            return None;
+        }
+    }
+    Some((chain_pem?, key_pem?))
+}
+
+/// A file's bytes, or a problem naming `variable` and the path (never the content).
+fn read_file(variable: &str, path: &std::path::Path, problems: &mut Problems) -> Option<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(err) => {
+            problems.push(format!("{variable}: cannot read {}: {err}", path.display()));
+            None
+        }
+    }
+}
+
+/// The PEM certificates of `pem`: at least one, and every one parsed.
+fn certificates(
+    variable: &str,
+    path: &std::path::Path,
+    pem: &[u8],
+    problems: &mut Problems,
+) -> Option<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::{pem::PemObject as _, CertificateDer};
+    match CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => Some(certs),
+        Ok(_) => {
+            problems.push(format!("{variable}: {} holds no PEM certificate", path.display()));
+            None
+        }
+        Err(err) => {
+            problems.push(format!(
+                "{variable}: {} holds a malformed PEM certificate: {err}",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
 /// `ARCHIVER_TENANTS_FILE`, read and checked, when it is set.
 pub fn tenants(settings: &Settings, problems: &mut Problems) -> Option<crate::tenants::Tenants> {
     let path = settings.tenants_file.as_deref()?;

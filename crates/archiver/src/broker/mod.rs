@@ -5,11 +5,13 @@
 
 mod dead_letter;
 mod publisher;
+mod tls;
 mod topology;
 mod version;
 
 pub use dead_letter::{cause_of, dead_letter_copy};
 pub use publisher::{Message, Publisher};
+pub use tls::BrokerTls;
 pub use topology::{DeadLetterQueue, Topology, RESULTS_EXCHANGE};
 pub use version::BrokerVersion;
 
@@ -89,10 +91,14 @@ pub async fn bounded<T>(action: &'static str, call: impl Future<Output = lapin::
 }
 
 /// Opens a connection named after its role, so that `rabbitmqctl list_connections` shows
-/// which connection of which worker is which.
-pub async fn connect(amqp_url: &str, role: &str) -> Result<Connection, BrokerError> {
+/// which connection of which worker is which. `tls` applies to `amqps://` URLs only.
+pub async fn connect(amqp_url: &str, tls: &BrokerTls, role: &str) -> Result<Connection, BrokerError> {
     let name = format!("archiver {role} (pid {})", std::process::id());
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
     version::remember(amqp_url).await;
-    bounded("connect to the broker", Connection::connect(amqp_url, properties)).await
+    let connecting = async {
+        let runtime = lapin::runtime::default_runtime()?;
+        Connection::connect_with_config(amqp_url, properties, tls.lapin_config(), runtime).await
+    };
+    bounded("connect to the broker", connecting).await
 }

@@ -9,11 +9,12 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Mutex;
 
-use super::{bounded, connect, BrokerError};
+use super::{bounded, connect, BrokerError, BrokerTls};
 
 /// A confirmed-publish channel, (re)opened on first use after any failure.
 pub struct Publisher {
     amqp_url: String,
+    tls: BrokerTls,
     open: Mutex<Option<(Connection, Channel)>>,
 }
 
@@ -28,9 +29,10 @@ pub struct Message<'a> {
 }
 
 impl Publisher {
-    pub fn new(amqp_url: &str) -> Self {
+    pub fn new(amqp_url: &str, tls: &BrokerTls) -> Self {
         Publisher {
             amqp_url: amqp_url.to_owned(),
+            tls: tls.clone(),
             open: Mutex::new(None),
         }
     }
@@ -76,7 +78,7 @@ impl Publisher {
             }
         }
         open.take();
-        let connection = connect(&self.amqp_url, "publisher").await?;
+        let connection = connect(&self.amqp_url, &self.tls, "publisher").await?;
         let channel = bounded("open a publishing channel", connection.create_channel()).await?;
         bounded(
             "enable publisher confirms",

@@ -11,11 +11,12 @@ use crate::exit::{CommandError, Outcome};
 pub async fn run(settings: &Settings) -> Result<Outcome, CommandError> {
     let mut problems = Problems::default();
     let topology = crate::worker::config::topology(settings, &mut problems);
+    let tls = crate::config::broker_tls(settings, &mut problems);
     problems.finish()?;
     crate::logging::init(&settings.log_format)?;
 
     let declare = async {
-        let connection = connect(&settings.amqp_url, "topology").await?;
+        let connection = connect(&settings.amqp_url, &tls, "topology").await?;
         let found = topology.declare(&connection).await?;
         let _ = bounded("close the connection", connection.close(200, "declared".into())).await;
         Ok::<_, broker::BrokerError>(found)

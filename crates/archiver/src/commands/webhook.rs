@@ -23,6 +23,7 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub async fn run(options: &WebhookOptions, settings: &Settings) -> Result<Outcome, CommandError> {
     let mut problems = Problems::default();
     let topology = crate::worker::config::topology(settings, &mut problems);
+    let tls = config::broker_tls(settings, &mut problems);
     let addr = problems.parse::<SocketAddr>(
         "ARCHIVER_WEBHOOK_ADDR",
         &options.webhook_addr,
@@ -64,7 +65,7 @@ pub async fn run(options: &WebhookOptions, settings: &Settings) -> Result<Outcom
         .map_err(|err| CommandError::usage(format!("ARCHIVER_METRICS_ADDR: cannot listen on {metrics_addr}: {err}")))?;
     metrics::describe_webhook();
     let shutdown = crate::worker::shutdown::on_signal().context("cannot listen for SIGTERM and SIGINT")?;
-    let queue = Queue::new(Publisher::new(&settings.amqp_url), topology, readiness.clone());
+    let queue = Queue::new(Publisher::new(&settings.amqp_url, &tls), topology, readiness.clone());
     let webhook = Arc::new(Webhook { tenants, queue });
     let probe = tokio::spawn(probe(webhook.clone(), shutdown.clone()));
     tracing::info!(

@@ -65,6 +65,7 @@ pub fn worker(settings: &Settings, problems: &mut Problems) -> WorkerConfig {
         .unwrap_or_default();
     WorkerConfig {
         amqp_url: settings.amqp_url.clone(),
+        broker_tls: crate::config::broker_tls(settings, problems),
         topology,
         concurrency,
         drain: Duration::from_secs(drain_secs),

@@ -56,7 +56,7 @@ pub async fn run<H: Handler>(
     store_probe: StoreProbe,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let publisher = Arc::new(Publisher::new(&config.amqp_url));
+    let publisher = Arc::new(Publisher::new(&config.amqp_url, &config.broker_tls));
     let gate = Gate::new(readiness.clone());
     let prober = tokio::spawn(gate.clone().probe_store(store_probe, shutdown.clone()));
     let (outbox, outbox_task) = Outbox::start(publisher.clone(), gate.clone(), shutdown.clone());
@@ -161,7 +161,7 @@ async fn open_with_backoff(
 }
 
 async fn open(config: &WorkerConfig) -> Result<Session, BrokerError> {
-    let connection = connect(&config.amqp_url, "consumer").await?;
+    let connection = connect(&config.amqp_url, &config.broker_tls, "consumer").await?;
     config.topology.declare(&connection).await?;
     let channel = bounded("open a channel", connection.create_channel()).await?;
     bounded(

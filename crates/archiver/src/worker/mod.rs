@@ -36,6 +36,8 @@ pub use result::ResultEvent;
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub amqp_url: String,
+    /// TLS for an `amqps://` broker (extra CA, client certificate).
+    pub broker_tls: crate::broker::BrokerTls,
     pub topology: Topology,
     /// Events in flight in this process: the prefetch and the semaphore's size.
     pub concurrency: u16,

@@ -13,7 +13,7 @@ use archive::Cause;
 /// the dead-letter queue with an updated `x-archiver-reason` (the copy is confirmed before
 /// the original is acknowledged, so an interruption at worst leaves a duplicate).
 pub(super) async fn drain_dead_letters(context: &Context) -> Result<Vec<SessionReport>, BrokerError> {
-    let connection = connect(&context.amqp_url, "refetch").await?;
+    let connection = connect(&context.amqp_url, &context.broker_tls, "refetch").await?;
     context.topology.declare(&connection).await?;
     let channel = bounded("open a channel", connection.create_channel()).await?;
     let dlq = context.topology.dead_letter_queue();

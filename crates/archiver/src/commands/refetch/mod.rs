@@ -118,6 +118,7 @@ struct Context {
     archiver: Archiver,
     topology: Topology,
     amqp_url: String,
+    broker_tls: crate::broker::BrokerTls,
     publisher: Option<Publisher>,
     options: Options,
     progress: Progress,
@@ -134,18 +135,20 @@ pub async fn run(options: Options, settings: &Settings) -> Result<Outcome, Comma
     let tenants = config::tenants(settings, &mut problems);
     let vendor = config::vendor_clients(settings, tenants.as_ref(), true, &mut problems);
     let topology = crate::worker::config::topology(settings, &mut problems);
+    let broker_tls = config::broker_tls(settings, &mut problems);
     // Every problem in one round: the options', the vendor API's and the pipeline's.
     let archive_config = config::archive_config(settings, &mut problems);
     let archive_config = problems.finish_with(archive_config)?;
     let archiver = Archiver::new(archive_config)
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
-    let publisher = (options.enqueue || options.from_dlq).then(|| Publisher::new(&settings.amqp_url));
+    let publisher = (options.enqueue || options.from_dlq).then(|| Publisher::new(&settings.amqp_url, &broker_tls));
     let mut context = Context {
         vendor,
         archiver,
         topology,
         amqp_url: settings.amqp_url.clone(),
+        broker_tls,
         publisher,
         options,
         progress,
@@ -288,7 +291,7 @@ fn media_statuses(manifest: &Manifest) -> BTreeMap<&'static str, String> {
 }
 
 async fn declare_topology(context: &Context) -> Result<(), BrokerError> {
-    let connection = connect(&context.amqp_url, "refetch").await?;
+    let connection = connect(&context.amqp_url, &context.broker_tls, "refetch").await?;
     context.topology.declare(&connection).await?;
     let _ = bounded("close the connection", connection.close(200, "declared".into())).await;
     Ok(())
