@@ -172,7 +172,12 @@ check_negative() {
 		echo "  FAIL the consistency check accepted KEDA watching another queue"
 		ok=1
 	fi
-	((ok == 0)) && echo "  a misspelled field, a bad CRD value and a wrong queue are all rejected"
+	sed 's/minReplicas: 2/minReplicas: 1/' "$work/deploy_kubernetes_overlays_example.yaml" >"$bad/webhook.yaml"
+	if "$py" "$helper" consistency "$bad/webhook.yaml" >/dev/null; then
+		echo "  FAIL the consistency check accepted a webhook HPA that may go down to one replica"
+		ok=1
+	fi
+	((ok == 0)) && echo "  a misspelled field, a bad CRD value, a wrong queue and a one-replica webhook are all rejected"
 	return $ok
 }
 

@@ -235,9 +235,13 @@ def check_unknown_kinds(log_path):
 
 def check_consistency(path):
     docs = documents(path)
+    # The webhook ingress (`archiver webhook`) has resources of its own, named archiver-webhook;
+    # they are checked apart, below, and the rest is the worker's.
+    webhook_docs = [doc for doc in docs if doc["metadata"]["name"].startswith("archiver-webhook")]
     by_kind = {}
     for doc in docs:
-        by_kind.setdefault(doc["kind"], []).append(doc)
+        if doc not in webhook_docs:
+            by_kind.setdefault(doc["kind"], []).append(doc)
     problems = []
 
     def one(kind):
@@ -341,9 +345,94 @@ def check_consistency(path):
     expect(set(policy["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, "the NetworkPolicy must restrict both ways")
     egress_ports = sorted({p["port"] for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])})
     expect(egress_ports == [53, 443, 5671, 5672], f"egress ports {egress_ports}: expected DNS, AMQP(S) and HTTPS only")
+    problems += check_webhook(webhook_docs, config, secrets)
     namespaces = {doc["metadata"].get("namespace") for doc in docs if doc["kind"] != "Namespace"}
     expect(len(namespaces) == 1 and None not in namespaces, f"resources spread over namespaces {namespaces}")
     return report(problems, f"{path}: {len(docs)} resources cross-checked")
+
+
+def check_webhook(docs, config, secrets):
+    """The webhook's resources (issue 14): two replicas at least under an HPA on CPU, a Service
+    the Ingress (with TLS) routes to, a PDB, and a NetworkPolicy that lets in only the ingress
+    controller and Prometheus and lets out only DNS and the broker."""
+    problems = []
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+
+    def expect(condition, message):
+        if not condition:
+            problems.append(f"webhook: {message}")
+
+    kinds = ("Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "Ingress",
+             "ServiceAccount")
+    for kind in kinds:
+        expect(len(by_kind.get(kind, [])) == 1, f"expected exactly one {kind}, found {len(by_kind.get(kind, []))}")
+    if problems:
+        return problems
+    deployment, service, hpa, pdb, policy, ingress, account = (by_kind[kind][0] for kind in kinds)
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    container = pod["spec"]["containers"][0]
+    settings = dict(config["data"])
+    settings.update({env["name"]: env["value"] for env in container.get("env", []) if "value" in env})
+
+    def selects(selector):
+        return all(labels.get(key) == value for key, value in selector.items())
+
+    expect(container.get("args") == ["webhook"], "the container must run `archiver webhook`")
+    expect(pod["spec"].get("serviceAccountName") == account["metadata"]["name"], "the pod must use its ServiceAccount")
+    # Listeners reachable from outside the pod, on the ports the Service names.
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    for variable, name in (("ARCHIVER_WEBHOOK_ADDR", "webhook"), ("ARCHIVER_METRICS_ADDR", "metrics")):
+        host, _, port = settings.get(variable, "127.0.0.1:0").rpartition(":")
+        expect(host in ("0.0.0.0", "[::]"), f"{variable} is not reachable from outside the pod")
+        expect(str(ports.get(name)) == port, f"{variable} port {port} is not the container port {name}")
+    for probe_name, probe_path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        probe = container.get(probe_name, {}).get("httpGet", {})
+        expect(probe.get("path") == probe_path and probe.get("port") == "metrics", f"{probe_name} must GET {probe_path}")
+    # The tenants file (webhook secrets) is a mounted Secret.
+    mounts = [m["mountPath"] for m in container.get("volumeMounts", [])]
+    tenants = settings.get("ARCHIVER_TENANTS_FILE", "")
+    expect(any(tenants.startswith(m.rstrip("/") + "/") for m in mounts), "ARCHIVER_TENANTS_FILE is not on a mounted volume")
+    drain = int(settings.get("ARCHIVER_DRAIN_SECS", "20"))
+    expect(pod["spec"].get("terminationGracePeriodSeconds", 30) > drain + 10, "the grace period must exceed the drain + 10")
+    sc = container.get("securityContext", {})
+    expect(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False
+           and sc.get("capabilities", {}).get("drop") == ["ALL"], "the container's securityContext is not locked down")
+    for kind in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            expect(resource in container.get("resources", {}).get(kind, {}), f"resources.{kind}.{resource} missing")
+    for name, key in [(env["valueFrom"]["secretKeyRef"]["name"], env["valueFrom"]["secretKeyRef"]["key"])
+                      for env in container.get("env", []) if "secretKeyRef" in env.get("valueFrom", {})]:
+        if name in secrets:
+            expect(key in secrets[name], f"Secret {name} has no key {key}")
+    # Scaling: the HPA owns the count (two at least), on CPU.
+    expect("replicas" not in deployment["spec"], "the Deployment must not set replicas (the HPA owns them)")
+    spec = hpa["spec"]
+    expect(spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"], "the HPA targets another Deployment")
+    expect(2 <= spec.get("minReplicas", 1) <= spec["maxReplicas"], "the HPA needs 2 <= minReplicas <= maxReplicas")
+    expect(any(m.get("resource", {}).get("name") == "cpu" for m in spec.get("metrics", [])), "the HPA must scale on CPU")
+    # Traffic: Ingress (TLS) -> Service -> pods; the PDB and the policy select the pods.
+    expect(selects(service["spec"]["selector"]), "the Service does not select the webhook pods")
+    service_ports = {p["name"] for p in service["spec"]["ports"]}
+    expect(bool(ingress["spec"].get("tls")), "the Ingress must terminate TLS")
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            expect(backend["name"] == service["metadata"]["name"], "the Ingress routes to another Service")
+            expect(backend["port"].get("name") == "webhook" and "webhook" in service_ports,
+                   "the Ingress must route to the Service's webhook port")
+            expect(path["path"].startswith("/webhooks"), "the Ingress must expose /webhooks/ only")
+    expect(selects(pdb["spec"]["selector"]["matchLabels"]), "the PodDisruptionBudget does not select the webhook pods")
+    expect(selects(policy["spec"]["podSelector"]["matchLabels"]), "the NetworkPolicy does not select the webhook pods")
+    expect(set(policy["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, "the NetworkPolicy must restrict both ways")
+    ingress_ports = sorted({p["port"] for rule in policy["spec"].get("ingress", []) for p in rule.get("ports", [])})
+    expect(ingress_ports == [8080, 9090], f"ingress ports {ingress_ports}: expected the webhook and metrics ports only")
+    expect(all(rule.get("from") for rule in policy["spec"].get("ingress", [])), "every ingress rule must name its sources")
+    egress_ports = sorted({p["port"] for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])})
+    expect(egress_ports == [53, 5671, 5672], f"egress ports {egress_ports}: expected DNS and AMQP(S) only")
+    return problems
 
 
 def report(problems, success=""):
