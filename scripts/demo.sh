@@ -12,7 +12,9 @@
 # 5. publishes the sample events of fixtures/events/ (good ones and bad ones), waits
 #    (at most DEMO_TIMEOUT seconds, default 120) for each one's result, and prints each
 #    outcome, its S3 keys and, for a dead-lettered event, the dead-letter queue and reason;
-# 6. stops the worker with SIGTERM (it drains and exits 0) and the media server.
+# 6. starts `archiver webhook` and sends it a signed vendor webhook (archived by the worker)
+#    and one with a wrong signature (401), then stops it with SIGTERM (exit 0);
+# 7. stops the worker with SIGTERM (it drains and exits 0) and the media server.
 #
 # The stack is left running for the tests and for a look around (queues:
 # `source .stack/env; rabbitmqctl list_queues`, the stack's wrapper around the broker's
@@ -38,8 +40,9 @@ archiver=$repo_root/target/debug/archiver
 demo_client=$repo_root/target/debug/examples/demo_client
 
 work=$(mktemp -d)
-media_pid="" worker_pid=""
+media_pid="" worker_pid="" webhook_pid=""
 cleanup() {
+	[[ -n $webhook_pid ]] && kill "$webhook_pid" 2>/dev/null || true
 	[[ -n $worker_pid ]] && kill "$worker_pid" 2>/dev/null || true
 	[[ -n $media_pid ]] && kill "$media_pid" 2>/dev/null || true
 	rm -rf "$work"
@@ -89,6 +92,57 @@ worker_pid=$!
 step "publishing the sample events"
 status=0
 "$demo_client" --queue "$queue" --media "$media_url" --timeout "$timeout_secs" fixtures/events/*.json || status=$?
+
+step "the webhook path: a signed vendor webhook in, archived by the worker; a wrong signature refused"
+webhook_secret=demo-webhook-secret
+printf '[tenants.demo]\nwebhook_secret = "%s"\n' "$webhook_secret" >"$work/tenants.toml"
+ARCHIVER_TENANTS_FILE=$work/tenants.toml ARCHIVER_WEBHOOK_ADDR=127.0.0.1:18080 ARCHIVER_METRICS_ADDR=127.0.0.1:19090 \
+	NO_COLOR=1 "$archiver" webhook >"$work/webhook.log" 2>&1 &
+webhook_pid=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:19090/readyz >/dev/null 2>&1 && break; sleep 0.1; done
+webhook_session=0a1b2c3d-0100-4000-8000-000000000100
+# What the vendor sends: the session's decision, signed with HMAC-SHA256 of the raw body.
+post_webhook() { # SECRET -> prints the HTTP status and the answer
+	python3 - "$1" "$webhook_session" "$media_url" <<'PY'
+import hashlib, hmac, json, sys, time, urllib.error, urllib.request
+secret, session, media = sys.argv[1:]
+face = {"status": "Approved", "face_match_status": "Approved", "liveness_status": "Approved",
+        "face_match_similarity": 97.1, "liveness_confidence": 98.4, "source_image": f"{media}/source.jpg",
+        "target_image": f"{media}/target.jpg", "video_url": f"{media}/video.mp4"}
+body = json.dumps({"session_id": session, "status": "Approved", "webhook_type": "status.updated",
+                   "decision": {"face": face}}).encode()
+signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+request = urllib.request.Request("http://127.0.0.1:18080/webhooks/demo", data=body, method="POST", headers={
+    "content-type": "application/json", "x-timestamp": str(int(time.time())), "x-signature": signature})
+try:
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        print(answer.status, answer.read().decode())
+except urllib.error.HTTPError as answer:
+    print(answer.code, answer.read().decode())
+PY
+}
+echo "signed with the tenant's secret:  $(post_webhook "$webhook_secret")"
+echo "signed with another secret:       $(post_webhook not-the-secret)"
+manifest_key=face-reports/demo/$webhook_session/manifest.json
+for _ in $(seq $((timeout_secs * 10))); do
+	"$archiver" get "$manifest_key" -o "$work/webhook-manifest.json" >/dev/null 2>&1 && break
+	sleep 0.1
+done
+if [[ -s $work/webhook-manifest.json ]]; then
+	echo "archived: $manifest_key"
+	python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print({k: v["status"] for k, v in m["media"].items()})' \
+		"$work/webhook-manifest.json"
+else
+	echo "the webhook's session was not archived within ${timeout_secs}s" >&2
+	status=1
+fi
+kill -TERM "$webhook_pid"
+webhook_status=0
+wait "$webhook_pid" || webhook_status=$?
+webhook_pid=""
+echo "webhook exit code: $webhook_status (log: one line per request)"
+grep "webhook answered" "$work/webhook.log" | cut -c1-220 || true
+((webhook_status == 0)) || status=1
 
 step "stopping the worker (SIGTERM: it drains, then exits 0)"
 if ! kill -0 "$worker_pid" 2>/dev/null; then
