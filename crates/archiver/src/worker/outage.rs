@@ -111,14 +111,16 @@ impl Gate {
     }
 
     /// Probes the store until shutdown: every [`HEALTHY_PROBE_INTERVAL`] while it answers,
-    /// with backoff up to [`MAX_PROBE_DELAY`] as soon as anything reports it down.
+    /// with backoff up to [`MAX_PROBE_DELAY`] as soon as anything reports it down. The
+    /// backoff starts over only after a whole quiet interval, so that a store the probe
+    /// finds answering but the events do not (writes refused, say) is tried again less
+    /// and less often rather than in a loop.
     pub async fn probe_store(self, probe: StoreProbe, shutdown: CancellationToken) {
         let mut store = self.store.subscribe();
         let mut delays = backoff();
         loop {
             if probe().await {
                 self.store_up();
-                delays = backoff();
                 // Until the next interval, or until an event reports the store down.
                 let reported_down = async {
                     loop {
@@ -133,15 +135,18 @@ impl Gate {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = reported_down => {}
-                    _ = tokio::time::sleep(HEALTHY_PROBE_INTERVAL) => {}
+                    _ = tokio::time::sleep(HEALTHY_PROBE_INTERVAL) => {
+                        delays = backoff();
+                        continue;
+                    }
                 }
             } else {
                 self.store_down();
-                let delay = delays.next().unwrap_or(MAX_PROBE_DELAY);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+            }
+            let delay = delays.next().unwrap_or(MAX_PROBE_DELAY);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
             }
         }
     }
@@ -155,4 +160,52 @@ pub fn backoff() -> impl Iterator<Item = Duration> + Send {
         .with_jitter()
         .without_max_times()
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A probe that fails `failures` times, then answers; counts its calls.
+    fn probe_failing(failures: usize) -> (StoreProbe, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let probe: StoreProbe = Arc::new(move || {
+            let call = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { call >= failures })
+        });
+        (probe, calls)
+    }
+
+    #[tokio::test]
+    async fn held_events_wait_until_the_store_answers_or_their_deadline() {
+        let readiness = Readiness::new();
+        readiness.set_broker(true);
+        let gate = Gate::new(readiness.clone());
+        let (shutdown, lost) = (CancellationToken::new(), CancellationToken::new());
+        let soon = || tokio::time::Instant::now() + Duration::from_secs(30);
+
+        // An event reports the store down: the gate closes and /readyz follows.
+        gate.store_down();
+        assert!(!readiness.is_ready());
+        let (probe, calls) = probe_failing(2);
+        let prober = tokio::spawn(gate.clone().probe_store(probe, shutdown.clone()));
+        assert_eq!(gate.wait_open(&shutdown, &lost, soon()).await, Waited::Open);
+        assert!(calls.load(Ordering::SeqCst) >= 3, "probed until it answered");
+        assert!(readiness.is_ready());
+
+        // A publisher that does not confirm closes it too; past the deadline, the event goes.
+        gate.publisher(false);
+        assert!(!readiness.is_ready());
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        assert_eq!(gate.wait_open(&shutdown, &lost, deadline).await, Waited::Deadline);
+        shutdown.cancel();
+        assert_eq!(gate.wait_open(&shutdown, &lost, soon()).await, Waited::Shutdown);
+        gate.publisher(true);
+        lost.cancel();
+        assert_eq!(gate.wait_open(&shutdown, &lost, soon()).await, Waited::Lost);
+        prober.await.unwrap();
+    }
 }
