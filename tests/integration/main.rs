@@ -25,5 +25,5 @@ mod worker_commands;
 mod worker_flow;
 mod worker_harness;
 mod worker_outage;
-mod worker_shutdown;
 mod worker_resilience;
+mod worker_shutdown;
