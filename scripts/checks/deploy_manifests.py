@@ -333,6 +333,25 @@ def check_consistency(path):
             expect(key in secrets[name], f"Secret {name} has no key {key}")
         elif secrets:
             expect(optional, f"no Secret {name} in the overlay")
+    # Secrets reach the worker as files only (issue 13): no secret in an environment variable,
+    # every *_FILE setting on a mounted Secret that has that key, and KEDA's Secret none of them.
+    expect(not secret_refs, "the worker must read its secrets from files (*_FILE), not secretKeyRef variables")
+    volumes = {v["name"]: v["secret"]["secretName"] for v in pod["spec"].get("volumes", []) if "secret" in v}
+    mounted = {m["mountPath"].rstrip("/"): volumes[m["name"]] for m in container.get("volumeMounts", [])
+               if m["name"] in volumes}
+    for variable, value in settings.items():
+        if not variable.endswith("_FILE"):
+            continue
+        folder, _, key = value.rpartition("/")
+        secret = mounted.get(folder)
+        expect(secret is not None, f"{variable} {value} is not in a mounted Secret")
+        if secret in secrets:
+            expect(key in secrets[secret], f"{variable}: Secret {secret} has no key {key}")
+    for secret in set(mounted.values()):
+        expect(secret in secrets or not secrets, f"no Secret {secret} in the overlay")
+    for ref in auth["spec"].get("secretTargetRef", []):
+        expect(ref["name"] not in mounted.values(),
+               f"KEDA reads Secret {ref['name']}, which the worker mounts: give KEDA a Secret of its own")
     # Metrics reach Prometheus; disruptions and traffic rules select the worker pods.
     expect(selects(service["spec"]["selector"], pod_labels), "the metrics Service does not select the pods")
     expect(selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"].get("labels", {})),
