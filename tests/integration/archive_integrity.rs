@@ -446,7 +446,7 @@ async fn a_slow_source_is_stored_whole_with_the_right_checksum() {
     let media = TestMedia::get();
     let server = MediaServer::start();
     serve_good_media(&server);
-    // About 11 MB at 100 KB/s: close to two minutes for two 8 MiB parts.
+    // About 11 MB at 100 KB/s: close to two minutes for three 5 MiB parts.
     server.route(
         "/video.mp4",
         Behaviour::Trickle {

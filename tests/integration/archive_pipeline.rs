@@ -26,7 +26,7 @@ async fn stores_every_media_encrypted_and_prints_the_contract_manifest() {
     let media = TestMedia::get();
     let server = MediaServer::start();
     serve_good_media(&server);
-    // More than one 8 MiB part: exercises the multipart path.
+    // More than one 5 MiB part: exercises the multipart path.
     server.route("/video.mp4", Behaviour::Ok(media.large_video.clone()));
     let tenant = unique_name("acme");
     let session = new_session_id();
@@ -369,7 +369,7 @@ async fn a_large_video_broken_mid_part_is_fetched_again_and_leaves_no_upload_beh
     let media = TestMedia::get();
     let server = MediaServer::start();
     serve_good_media(&server);
-    // The first answer breaks inside the second 8 MiB part of a streamed multipart upload.
+    // The first answer breaks inside the second 5 MiB part of a multipart upload.
     let broken = Behaviour::ResetAfter {
         body: media.large_video.clone(),
         after_bytes: 9_000_000,
@@ -438,7 +438,7 @@ async fn a_large_video_of_unknown_length_goes_up_in_buffered_parts() {
     // Multipart: the composite of the parts' SHA-256 checksums, as the store verified them.
     let head = s3.head_object_sse_c(&format!("{prefix}video.mp4")).await.unwrap();
     let checksum = head.checksum_sha256().unwrap_or_default();
-    assert!(checksum.ends_with("-2"), "{checksum}");
+    assert!(checksum.ends_with("-3"), "{checksum}");
     assert_eq!(checksum, s3_sha256_checksum(&media.large_video));
     assert_eq!(s3.delete_prefix(&prefix).await, 4);
 }

@@ -57,8 +57,8 @@ fn bad_worker_settings_are_all_reported_at_once_with_exit_2() {
         .env("ARCHIVER_DELIVERY_LIMIT", "many")
         .env("ARCHIVER_DRAIN_SECS", "-1")
         .env("ARCHIVER_METRICS_ADDR", "nowhere")
-        // More than S3's 10,000 parts of 8 MiB.
-        .env("ARCHIVER_MAX_MEDIA_BYTES", "83886080001");
+        // More than S3's 10,000 parts of 5 MiB.
+        .env("ARCHIVER_MAX_MEDIA_BYTES", "52428800001");
     let output = run(command, None);
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -122,7 +122,7 @@ async fn every_event_is_archived_across_a_broker_restart() {
     drop(broker);
 }
 
-/// A valid MP4 followed by a `free` box: big enough for a multipart upload (parts of 8 MiB).
+/// A valid MP4 followed by a `free` box: big enough for a multipart upload (parts of 5 MiB).
 fn big_video() -> Vec<u8> {
     let padding = 9 * 1024 * 1024;
     let mut video = VIDEO.to_vec();

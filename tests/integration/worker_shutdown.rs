@@ -47,7 +47,7 @@ async fn sigterm_returns_events_held_through_an_outage_at_once() {
     drop(proxy);
 }
 
-/// A valid MP4 followed by a `free` box: big enough for a multipart upload (parts of 8 MiB).
+/// A valid MP4 followed by a `free` box: big enough for a multipart upload (parts of 5 MiB).
 fn big_video() -> Vec<u8> {
     let padding = 9 * 1024 * 1024;
     let mut video = VIDEO.to_vec();

@@ -52,7 +52,7 @@ async fn main() {
             ),
             key_id: "k1".into(),
             previous_keys: Vec::new(),
-            part_size: env("BENCH_PART_SIZE").map_or(8 * 1024 * 1024, |size| size.parse().expect("BENCH_PART_SIZE")),
+            part_size: env("BENCH_PART_SIZE").map_or(5 * 1024 * 1024, |size| size.parse().expect("BENCH_PART_SIZE")),
             operation_timeout: Duration::from_secs(120),
         },
         fetch,

@@ -23,7 +23,7 @@ pub struct TestMedia {
     pub small_target: Bytes,
     /// 3 s MP4, about 125 KB.
     pub video: Bytes,
-    /// 1.2 s MP4 of noise, about 11 MB: more than one 8 MiB part, so a multipart upload.
+    /// 1.2 s MP4 of noise, about 11 MB: three 5 MiB parts, so a multipart upload.
     pub large_video: Bytes,
 }
 
@@ -175,11 +175,11 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The SHA-256 checksum S3 reports for an object the archiver wrote (base64): of the
-/// whole object when it took one PUT (below one 8 MiB part), else the composite of its
+/// whole object when it took one PUT (below one 5 MiB part), else the composite of its
 /// parts' checksums with `-N`. Computed here independently of the archiver's code.
 pub fn s3_sha256_checksum(bytes: &[u8]) -> String {
     use base64::Engine as _;
-    const PART: usize = 8 * 1024 * 1024;
+    const PART: usize = 5 * 1024 * 1024;
     let b64 = |digest: &[u8]| base64::engine::general_purpose::STANDARD.encode(digest);
     if bytes.len() < PART {
         return b64(&sha2::Sha256::digest(bytes));

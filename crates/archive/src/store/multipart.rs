@@ -1,6 +1,6 @@
 //! One object on its way into S3 with bounded memory, whatever its size.
 //!
-//! The bytes are gathered into parts of `part_size` (8 MiB by default). An object smaller
+//! The bytes are gathered into parts of `part_size` (5 MiB, S3's smallest, by default). An object smaller
 //! than one part goes up in one PUT at the end; a larger one as a multipart upload created
 //! with the SHA-256 algorithm, each part sent with its own `x-amz-checksum-sha256` once
 //! it is complete in memory, and completed with the composite checksum.
