@@ -234,7 +234,10 @@ async fn aws_kms_without_a_key_id_needs_a_bucket_default_key() {
     assert_eq!(output.status.code(), Some(2), "{}", printed(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("set ARCHIVER_SSE_KMS_KEY_ID"), "{stderr}");
-    assert!(server.requests().is_empty(), "nothing may be fetched before the store is usable");
+    assert!(
+        server.requests().is_empty(),
+        "nothing may be fetched before the store is usable"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
