@@ -422,10 +422,17 @@ def check_webhook(docs, config, secrets):
     for kind in ("requests", "limits"):
         for resource in ("cpu", "memory"):
             expect(resource in container.get("resources", {}).get(kind, {}), f"resources.{kind}.{resource} missing")
-    for name, key in [(env["valueFrom"]["secretKeyRef"]["name"], env["valueFrom"]["secretKeyRef"]["key"])
-                      for env in container.get("env", []) if "secretKeyRef" in env.get("valueFrom", {})]:
-        if name in secrets:
-            expect(key in secrets[name], f"Secret {name} has no key {key}")
+    expect(not any("secretKeyRef" in env.get("valueFrom", {}) for env in container.get("env", [])),
+           "secrets must be mounted files, never environment variables")
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    for volume in volumes.values():
+        secret = volume.get("secret")
+        if secret and secret["secretName"] in secrets:
+            for item in secret.get("items", []):
+                expect(item["key"] in secrets[secret["secretName"]], f"Secret {secret['secretName']} has no key {item['key']}")
+    for variable, value in settings.items():
+        if variable.endswith("_FILE") and value.startswith("/"):
+            expect(any(value.startswith(m.rstrip("/") + "/") for m in mounts), f"{variable} is not on a mounted volume")
     # Scaling: the HPA owns the count (two at least), on CPU.
     expect("replicas" not in deployment["spec"], "the Deployment must not set replicas (the HPA owns them)")
     spec = hpa["spec"]
