@@ -31,6 +31,12 @@ impl Store {
             .send()
             .await
             .map_err(|err| request_error("HeadObject", err))?;
+        // Another writer replaced the object between our write and this read (a store that
+        // ignores write conditions, as Garage does): what is there is theirs to answer for,
+        // and the caller reads, merges or takes it as a lost race.
+        if !own_etag.is_empty() && head.e_tag().is_some_and(|seen| seen != own_etag) {
+            return Err(StoreError::Conflict { key: key.to_string() });
+        }
         let encrypted = match &self.sse {
             Sse::CustomerKey(customer) => {
                 head.sse_customer_algorithm() == Some("AES256")
