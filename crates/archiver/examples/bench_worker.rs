@@ -5,7 +5,10 @@
 //!
 //! Usage: bench_worker --queue QUEUE --media https://localhost:PORT --events N
 //!        [--rate EVENTS_PER_SEC] [--bytes-per-event BYTES] [--timeout SECS]
-//! The media server must serve /source.jpg, /target.jpg and /video.mp4.
+//!        [--video NAME] [--hostile-bytes BYTES]
+//! The media server must serve /source.jpg, /target.jpg and /video.mp4 (or /NAME).
+//! `--hostile-bytes` first publishes one JSON message of that size (bench/memory.sh: as
+//! large as the broker accepts), which the worker must refuse without parsing it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -37,6 +40,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rate: f64 = arg("--rate", Some(0.0));
     let bytes_per_event: u64 = arg("--bytes-per-event", Some(0));
     let timeout = Duration::from_secs(arg("--timeout", Some(600)));
+    let video: String = arg("--video", Some("video.mp4".to_string()));
+    let hostile_bytes: usize = arg("--hostile-bytes", Some(0));
     let url = std::env::var("ARCHIVER_AMQP_URL")?;
     let call = Duration::from_secs(10);
 
@@ -82,6 +87,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (queue, media, run) = (queue.clone(), media.clone(), run.clone());
         tokio::spawn(async move {
             let mut sent = HashMap::new();
+            if hostile_bytes > 0 {
+                // A JSON object padded to the size asked for; its result event is not counted.
+                let pad = "x".repeat(hostile_bytes.saturating_sub(11));
+                let body = format!(r#"{{"pad": "{pad}"}}"#).into_bytes();
+                let properties = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_message_id(format!("hostile-{run}").as_str().into());
+                let confirm = channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        properties,
+                    )
+                    .await;
+                match confirm {
+                    Ok(confirm) => {
+                        let _ = confirm.await;
+                    }
+                    Err(err) => eprintln!("bench_worker: the hostile message was not published: {err}"),
+                }
+            }
             for n in 0..events {
                 if rate > 0.0 {
                     let due = started + Duration::from_secs_f64(n as f64 / rate);
@@ -95,7 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "face_match_similarity": 99.0, "liveness_confidence": 99.0,
                         "source_image": format!("{media}/source.jpg"),
                         "target_image": format!("{media}/target.jpg"),
-                        "video_url": format!("{media}/video.mp4"),
+                        "video_url": format!("{media}/{video}"),
                     }
                 });
                 let id = format!("bench-{run}-{n}");
