@@ -161,7 +161,7 @@ grep -E "event settled|returning|shutting down|draining|stopped" "$work/worker.l
 
 step "reading one archived object back, decrypted (archiver get)"
 key=face-reports/demo/0a1b2c3d-0001-4000-8000-000000000001/source.jpg
-if "$archiver" get "$key" -o "$work/source.jpg"; then
+if "$archiver" get "$key" --reason "demo: compare with the served file" -o "$work/source.jpg"; then
 	echo "$key: $(sha256sum <"$work/source.jpg" | cut -c1-16)... (sha256), served: $(sha256sum <"$media/source.jpg" | cut -c1-16)..."
 	cmp -s "$work/source.jpg" "$media/source.jpg" && echo "identical bytes: the archive is the evidence as fetched"
 fi

@@ -155,9 +155,11 @@ async fn stores_every_media_encrypted_and_prints_the_contract_manifest() {
     let out_file = out_dir.path().join("video.mp4");
     let video_key = format!("{prefix}video.mp4");
     let mut to_file = archiver();
-    to_file.args(["get", &video_key, "-o"]).arg(&out_file);
+    to_file
+        .args(["get", &video_key, "--reason", "integration test", "-o"])
+        .arg(&out_file);
     let mut to_stdout = archiver();
-    to_stdout.args(["get", &format!("{prefix}source.jpg")]);
+    to_stdout.args(["get", &format!("{prefix}source.jpg"), "--reason", "integration test"]);
     let (file_run, stdout_run) = tokio::task::block_in_place(|| (run(to_file, None), run(to_stdout, None)));
     assert_eq!(file_run.status.code(), Some(0), "{}", printed(&file_run));
     assert_eq!(std::fs::read(&out_file).unwrap(), media.large_video.to_vec());

@@ -23,7 +23,9 @@ fn env_names_in_help(text: &str) -> BTreeSet<String> {
 #[test]
 fn the_readme_configuration_table_matches_the_cli() {
     let mut accepted = BTreeSet::new();
-    for command in ["worker", "archive", "refetch", "get", "topology", "validate", "webhook"] {
+    for command in [
+        "worker", "archive", "refetch", "get", "topology", "validate", "webhook", "list", "erase", "audit",
+    ] {
         let mut help = archiver();
         help.args([command, "--help"]).env("COLUMNS", "400");
         let output = run(help, None);

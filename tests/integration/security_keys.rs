@@ -22,7 +22,9 @@ fn new_key() -> String {
 
 fn get(key: &str, sse_c_key: &str) -> std::process::Output {
     let mut command = archiver();
-    command.args(["get", key]).env("ARCHIVER_SSE_C_KEY", sse_c_key);
+    command
+        .args(["get", key, "--reason", "integration test"])
+        .env("ARCHIVER_SSE_C_KEY", sse_c_key);
     run_with_timeout(command, None, Duration::from_secs(60))
 }
 

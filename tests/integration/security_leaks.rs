@@ -223,6 +223,8 @@ fn refetch_and_get_print_no_secret() {
     let output = traced(&[
         "get",
         &format!("{prefix}{session}/source.jpg"),
+        "--reason",
+        "integration test",
         "-o",
         file.to_str().unwrap(),
     ]);

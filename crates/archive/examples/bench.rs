@@ -54,6 +54,7 @@ async fn main() {
             previous_keys: Vec::new(),
             part_size: env("BENCH_PART_SIZE").map_or(5 * 1024 * 1024, |size| size.parse().expect("BENCH_PART_SIZE")),
             operation_timeout: Duration::from_secs(120),
+            object_lock: None,
         },
         fetch,
         limits: media::Limits::default(),

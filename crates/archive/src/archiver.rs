@@ -7,6 +7,9 @@
 //! without a manifest entry), then fetched. The entries are merged with what was there
 //! (the best status wins), and the manifest is written under the store's conditions,
 //! re-read and merged again when another writer got there first.
+//!
+//! An erased session (its `erased.json`, looked for beside the manifest read and again just
+//! before the manifest write) fetches and stores nothing: [`Disposition::Erased`].
 
 use std::sync::Arc;
 
@@ -20,6 +23,7 @@ use crate::event::{event_expiry, media_expiry, ReportEvent};
 use crate::fetch::Fetcher;
 use crate::manifest::{manifest_time, Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, MediaStatus};
 use crate::outcome::{self, Cause, Disposition, Failure};
+use crate::erasure::TOMBSTONE_FILE;
 use crate::slot::{Slot, MANIFEST_FILE, SLOTS};
 use crate::store::{ManifestRead, Store, StoreError};
 use crate::{ArchiveError, Archived, ProgressObserver, Received, MANIFEST_SCHEMA};
@@ -79,7 +83,26 @@ impl Archiver {
             disposition,
             fetched_nothing: false,
         };
-        let existing = match store.read_manifest(&manifest_key).await {
+        // The tombstone is looked for in the same round trip as the manifest (a HEAD beside
+        // the manifest's HEAD and GET): an erased session is final.
+        let tombstone_key = store.key(&event.tenant, &event.session_id, TOMBSTONE_FILE);
+        let (existing, erased) = tokio::join!(store.read_manifest(&manifest_key), store.exists(&tombstone_key));
+        match erased {
+            Ok(true) => {
+                tracing::info!(key = %tombstone_key, "session erased; nothing fetched or stored");
+                return Archived {
+                    fetched_nothing: true,
+                    ..ended(Disposition::Erased, None)
+                };
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(key = %tombstone_key, error = %err, "cannot look for the session's tombstone");
+                let failure = Failure::new(Cause::from(&err), format!("cannot look for erased.json: {err}"));
+                return ended(Disposition::Retry(failure), None);
+            }
+        }
+        let existing = match existing {
             Ok(existing) => existing,
             Err(err) => {
                 tracing::warn!(key = %manifest_key, error = %err, "cannot read the session's manifest");
@@ -100,6 +123,9 @@ impl Archiver {
                 };
             }
             tracing::info!(key = %manifest_key, status = ?face.status, "session already finished; recording the new decision");
+            if let Some(erased) = self.erased_meanwhile(&tombstone_key).await {
+                return ended(erased, None);
+            }
             let written = self.write_manifest(&manifest_key, manifest, Some(read), cancel).await;
             return match written {
                 Ok(manifest) => Archived {
@@ -170,6 +196,9 @@ impl Archiver {
         };
         // The merged record decides: a media another delivery already finished counts.
         let disposition = outcome::classify(&manifest.media.entries());
+        if let Some(erased) = self.erased_meanwhile(&tombstone_key).await {
+            return ended(erased, None);
+        }
         match self
             .write_manifest(&manifest_key, manifest, existing.as_ref(), cancel)
             .await
@@ -182,6 +211,23 @@ impl Archiver {
                 tracing::error!(key = %manifest_key, error = %err, "manifest not written");
                 ended(disposition.manifest_not_written(&err), None)
             }
+        }
+    }
+
+    /// Whether an erasure began while this delivery ran (its tombstone is there now), checked
+    /// just before the manifest write: a writer in flight then stops and writes no manifest.
+    /// `Some(Retry)` when the store cannot say.
+    async fn erased_meanwhile(&self, tombstone_key: &str) -> Option<Disposition> {
+        match self.inner.store.exists(tombstone_key).await {
+            Ok(false) => None,
+            Ok(true) => {
+                tracing::warn!(key = %tombstone_key, "the session was erased while it was archived; no manifest written");
+                Some(Disposition::Erased)
+            }
+            Err(err) => Some(Disposition::Retry(Failure::new(
+                Cause::from(&err),
+                format!("cannot look for erased.json: {err}"),
+            ))),
         }
     }
 
@@ -278,6 +324,11 @@ impl Archiver {
     /// Can the bucket be reached (for `/readyz`)?
     pub async fn check_ready(&self) -> Result<(), StoreError> {
         self.inner.store.check_ready().await
+    }
+
+    /// The store, for the listing, erasure and audit code of this crate.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// The manifest key of a session.

@@ -40,6 +40,26 @@ pub struct StoreConfig {
     pub part_size: usize,
     /// Deadline for each S3 call attempt.
     pub operation_timeout: Duration,
+    /// S3 Object Lock retention on every write (`ARCHIVER_OBJECT_LOCK_MODE` with
+    /// `ARCHIVER_RETAIN_DAYS`); `None` writes no lock headers.
+    pub object_lock: Option<ObjectLock>,
+}
+
+/// S3 Object Lock retention: every object is written with this mode, retained until its
+/// write time plus `retain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub retain: Duration,
+}
+
+/// The two Object Lock modes (docs/operations.md explains the difference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` may still delete before the date.
+    Governance,
+    /// Nobody, not even the account's root user, can delete before the date.
+    Compliance,
 }
 
 /// How media are fetched.

@@ -21,7 +21,9 @@
 mod address;
 mod archiver;
 mod attempt;
+mod audit;
 mod config;
+mod erasure;
 mod event;
 mod fetch;
 mod hosts;
@@ -34,7 +36,9 @@ mod vendor;
 
 pub use address::{is_public, non_public_reason};
 pub use archiver::Archiver;
-pub use config::{AllowedHost, ArchiveConfig, FetchConfig, Sse, SseCustomerKey, StoreConfig};
+pub use audit::{AuditAction, AuditRecord};
+pub use erasure::{EraseRequest, ErasedObject, Erasure, SessionSummary, Tombstone, TOMBSTONE_FILE};
+pub use config::{AllowedHost, ArchiveConfig, FetchConfig, LockMode, ObjectLock, Sse, SseCustomerKey, StoreConfig};
 pub use event::{
     event_expiry, is_valid_tenant, media_expiry, parse_event, session_id, url_own_expiry, EventError, Face, Received,
     ReportEvent, Status,
@@ -46,7 +50,7 @@ pub use manifest::{Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, Medi
 pub use outcome::{wants_fresh_urls, Cause, Disposition, Failure};
 pub use progress::{ProgressObserver, StageTimings};
 pub use slot::{manifest_name, slot, url_of, Slot, MANIFEST_FILE, SLOTS};
-pub use store::{StoreError, StoreFault};
+pub use store::{Deleted, Lock, StoreError, StoreFault, Undeleted};
 pub use tokio_util::sync::CancellationToken;
 pub use vendor::{event_json, report_from_answer, VendorClient, VendorConfig, VendorError};
 

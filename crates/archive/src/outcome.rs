@@ -180,6 +180,9 @@ pub enum Disposition {
     /// A failure that may pass (the source, or the store): return the message, or hold it
     /// when the store is at fault ([`Cause::is_store_outage`]).
     Retry(Failure),
+    /// The session was erased (its `erased.json` is there): nothing was fetched or
+    /// stored; acknowledge and publish `erased`.
+    Erased,
 }
 
 impl Disposition {
@@ -191,7 +194,7 @@ impl Disposition {
     /// The failure, for a dead-letter or a retry.
     pub fn failure(&self) -> Option<&Failure> {
         match self {
-            Disposition::Done => None,
+            Disposition::Done | Disposition::Erased => None,
             Disposition::DeadLetter(failure) | Disposition::Retry(failure) => Some(failure),
         }
     }
@@ -202,6 +205,7 @@ impl Disposition {
         match self {
             Disposition::Done => Some("archived"),
             Disposition::DeadLetter(_) => Some("dead-lettered"),
+            Disposition::Erased => Some("erased"),
             Disposition::Retry(_) => None,
         }
     }

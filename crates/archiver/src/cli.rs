@@ -53,6 +53,30 @@ pub enum Command {
         /// Write to this file instead of stdout.
         #[arg(short = 'o', long = "output")]
         output: Option<PathBuf>,
+        /// Why the object is read (required for media objects; recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Print one JSON line per archived session of a tenant.
+    List {
+        #[command(flatten)]
+        options: ListOptions,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Erase sessions for good: a tombstone first, then every version of their objects.
+    Erase {
+        #[command(flatten)]
+        options: EraseOptions,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Print a tenant's audit records (reads and erasures) as JSON lines.
+    Audit {
+        #[command(flatten)]
+        options: AuditOptions,
         #[command(flatten)]
         settings: Settings,
     },
@@ -79,6 +103,9 @@ impl Command {
             | Command::Refetch { settings, .. }
             | Command::Get { settings, .. }
             | Command::Topology { settings }
+            | Command::List { settings, .. }
+            | Command::Erase { settings, .. }
+            | Command::Audit { settings, .. }
             | Command::Webhook { settings, .. } => Some(settings),
             Command::Validate { .. } => None,
         }
@@ -91,6 +118,45 @@ pub struct WebhookOptions {
     /// Address for POST /webhooks/{tenant}.
     #[arg(long, env = "ARCHIVER_WEBHOOK_ADDR", default_value = "127.0.0.1:8080")]
     pub webhook_addr: String,
+}
+
+/// What `archiver list` is asked to show.
+#[derive(Debug, Clone, Args)]
+pub struct ListOptions {
+    /// The tenant whose sessions to list.
+    #[arg(long)]
+    pub tenant: String,
+    /// Only sessions archived at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only sessions not finished (a media failed, or no manifest yet).
+    #[arg(long)]
+    pub incomplete: bool,
+}
+
+/// What `archiver erase` is asked to do.
+#[derive(Debug, Clone, Args)]
+pub struct EraseOptions {
+    /// Session ids (UUIDs) to erase.
+    #[arg(required = true)]
+    pub session_ids: Vec<String>,
+    /// The tenant the sessions belong to.
+    #[arg(long)]
+    pub tenant: String,
+    /// Why (a request reference, a retention end); recorded in the tombstone and the audit trail.
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// What `archiver audit` is asked to show.
+#[derive(Debug, Clone, Args)]
+pub struct AuditOptions {
+    /// The tenant whose audit records to print.
+    #[arg(long)]
+    pub tenant: String,
+    /// Only records at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
 }
 
 /// What `archiver refetch` is asked to do.
@@ -261,6 +327,15 @@ pub struct Settings {
     /// Log format: text or json.
     #[arg(long, env = "ARCHIVER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Retention period from archived_at, in days; erasure is refused inside it.
+    #[arg(long, env = "ARCHIVER_RETAIN_DAYS", default_value = "0")]
+    pub retain_days: String,
+    /// GOVERNANCE or COMPLIANCE: write every object with S3 Object Lock retention (needs ARCHIVER_RETAIN_DAYS).
+    #[arg(long, env = "ARCHIVER_OBJECT_LOCK_MODE")]
+    pub object_lock_mode: Option<String>,
+    /// Who erase and get record as `by`; the store credentials' access key id when absent.
+    #[arg(long, env = "ARCHIVER_OPERATOR")]
+    pub operator: Option<String>,
 }
 
 /// The secrets as clap parsed them are wiped when the settings are dropped (the copies

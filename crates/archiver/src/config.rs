@@ -301,6 +301,7 @@ pub fn archive_config(settings: &Settings, problems: &mut Problems) -> Option<ar
         Some(path) => keyring(path, problems),
         None => Vec::new(),
     };
+    let object_lock = object_lock(settings, problems);
     if problems.len() > found_before {
         return None;
     }
@@ -324,8 +325,38 @@ pub fn archive_config(settings: &Settings, problems: &mut Problems) -> Option<ar
         // Each request sends at most one part from memory: two minutes is ample even for a
         // slow store, and short enough that a stalled one is noticed.
         operation_timeout: Duration::from_secs(120),
+        object_lock,
     };
     Some(archive::ArchiveConfig { store, fetch, limits })
+}
+
+/// `ARCHIVER_RETAIN_DAYS` (docs/contract.md section 9): the retention period.
+pub fn retention(settings: &Settings, problems: &mut Problems) -> Duration {
+    let days = problems
+        .parse::<u32>("ARCHIVER_RETAIN_DAYS", &settings.retain_days, "a whole number of days")
+        .unwrap_or_default();
+    Duration::from_secs(u64::from(days) * 86_400)
+}
+
+/// `ARCHIVER_OBJECT_LOCK_MODE` with `ARCHIVER_RETAIN_DAYS`: the lock every write carries.
+fn object_lock(settings: &Settings, problems: &mut Problems) -> Option<archive::ObjectLock> {
+    let retain = retention(settings, problems);
+    let mode = match settings.object_lock_mode.as_deref().map(str::trim) {
+        None | Some("") => return None,
+        Some("GOVERNANCE") => archive::LockMode::Governance,
+        Some("COMPLIANCE") => archive::LockMode::Compliance,
+        Some(other) => {
+            problems.push(format!(
+                "ARCHIVER_OBJECT_LOCK_MODE must be GOVERNANCE or COMPLIANCE, got {other:?}"
+            ));
+            return None;
+        }
+    };
+    if retain.is_zero() {
+        problems.push("ARCHIVER_OBJECT_LOCK_MODE needs ARCHIVER_RETAIN_DAYS of at least 1 (the retention period)");
+        return None;
+    }
+    Some(archive::ObjectLock { mode, retain })
 }
 
 /// [`archive_config`] for a command that needs nothing else.

@@ -42,7 +42,15 @@ async fn run(cli: Cli) -> Result<exit::Outcome, CommandError> {
     match cli.command {
         Command::Validate { kind, file, limits } => commands::validate::run(kind.into(), &file, &limits),
         Command::Archive { file, settings } => commands::archive::run(&file, &settings).await,
-        Command::Get { key, output, settings } => commands::get::run(&key, output.as_deref(), &settings).await,
+        Command::Get {
+            key,
+            output,
+            reason,
+            settings,
+        } => commands::get::run(&key, output.as_deref(), reason.as_deref(), &settings).await,
+        Command::List { options, settings } => commands::list::run(&options, &settings).await,
+        Command::Erase { options, settings } => commands::erase::run(&options, &settings).await,
+        Command::Audit { options, settings } => commands::audit::run(&options, &settings).await,
         Command::Worker { settings } => commands::worker::run(&settings).await,
         Command::Topology { settings } => commands::topology::run(&settings).await,
         Command::Refetch { options, settings } => commands::refetch::run(options, &settings).await,

@@ -7,9 +7,13 @@
 //! - `multipart`: one object of any size with bounded memory, part by part;
 //! - `verify`: what the store reports after a write (checksum, length, encryption);
 //! - `read`: GET and HEAD, the manifest with its ETag, objects found without a manifest;
+//! - `list`: listings page by page, locks as a HEAD reports them, and erasure's deletes;
+//! - `lock`: the Object Lock retention headers on writes;
 //! - `error`: [`StoreError`] and whose fault it is ([`StoreFault`]).
 
 mod error;
+mod list;
+mod lock;
 mod multipart;
 mod put;
 mod read;
@@ -24,9 +28,10 @@ use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode, TlsContext,
 use aws_smithy_types::timeout::TimeoutConfig;
 use base64::Engine as _;
 
-use crate::config::{Sse, StoreConfig};
+use crate::config::{ObjectLock, Sse, StoreConfig};
 
 pub use error::{StoreError, StoreFault};
+pub use list::{Deleted, Lock, Undeleted};
 pub use multipart::Upload;
 pub(crate) use put::Condition;
 pub use read::{FoundObject, ManifestRead};
@@ -52,6 +57,10 @@ pub struct Store {
     /// Earlier SSE-C keys, to read what they wrote (never to write).
     previous_keys: Vec<(String, Sse)>,
     part_size: usize,
+    /// Object Lock retention for every write, when configured.
+    object_lock: Option<ObjectLock>,
+    /// The credentials chain the client signs with (for `access_key_id`).
+    credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
 }
 
 impl Store {
@@ -130,6 +139,8 @@ impl Store {
             key_id: config.key_id.clone(),
             previous_keys,
             part_size: config.part_size,
+            object_lock: config.object_lock,
+            credentials: shared.credentials_provider(),
         })
     }
 
@@ -155,6 +166,19 @@ impl Store {
     /// visible under `key` before [`Upload::finish`].
     pub fn upload(&self, key: String, content_type: &'static str, declared: Option<u64>) -> Upload<'_> {
         Upload::new(self, key, content_type, declared)
+    }
+
+    /// The access key id of the credentials the client was built with, asked of the AWS
+    /// chain it already loaded. The chain answers static keys (the environment's) from
+    /// memory; the binary asks only then, so that this never costs a network call.
+    pub async fn access_key_id(&self) -> Option<String> {
+        use aws_sdk_s3::config::ProvideCredentials as _;
+        let provider = self.credentials.as_ref()?;
+        let credentials = tokio::time::timeout(Duration::from_secs(2), provider.provide_credentials())
+            .await
+            .ok()?
+            .ok()?;
+        Some(credentials.access_key_id().to_string())
     }
 
     /// Can the bucket be reached with these credentials?

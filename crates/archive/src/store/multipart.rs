@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{is_condition_failed, request_error};
 use super::put::Condition;
+use super::lock::LockWrite;
 use super::sse::{SseC, SseWrite};
 use super::{checksum_of_hex, Store, StoreError, META_KEY_ID, META_SHA256};
 
@@ -93,6 +94,7 @@ impl<'a> Upload<'a> {
                 .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .metadata(META_KEY_ID, &store.key_id)
                 .sse_write(&store.sse)
+                .object_lock(store.object_lock.as_ref())
                 .send()
                 .await
                 .map_err(|err| request_error("CreateMultipartUpload", err))?;

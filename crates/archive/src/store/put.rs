@@ -1,11 +1,13 @@
-//! One object in one PUT: a media below one part, or a manifest. Every PUT carries the
-//! SHA-256 of its body as `x-amz-checksum-sha256`, which the store verifies on receipt
-//! (and S3 Object Lock buckets require), and may carry a write condition.
+//! One object in one PUT: a media below one part, a manifest, a tombstone or an audit
+//! record. Every PUT carries the SHA-256 of its body as `x-amz-checksum-sha256`, which the
+//! store verifies on receipt (and S3 Object Lock buckets require), the Object Lock
+//! retention when one is configured (`lock.rs`), and may carry a write condition.
 
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use super::error::{is_condition_failed, request_error};
+use super::lock::LockWrite;
 use super::sse::SseWrite;
 use super::{checksum_of, Store, StoreError, META_KEY_ID};
 
@@ -46,7 +48,12 @@ impl Store {
             Condition::IfAbsent => request.if_none_match("*"),
             Condition::IfMatch(etag) => request.if_match(etag),
         };
-        let written = request.body(ByteStream::from(body)).sse_write(&self.sse).send().await;
+        let written = request
+            .body(ByteStream::from(body))
+            .sse_write(&self.sse)
+            .object_lock(self.object_lock.as_ref())
+            .send()
+            .await;
         match written {
             Ok(output) => Ok(output.e_tag().unwrap_or_default().to_string()),
             Err(err) if is_condition_failed(&err) => Err(StoreError::Conflict { key: key.to_string() }),

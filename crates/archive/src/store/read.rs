@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// HEAD with checksum mode, trying the keyring; `None` when nothing is there.
-    async fn head(
+    pub(super) async fn head(
         &self,
         key: &str,
     ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>, StoreError> {

@@ -38,6 +38,14 @@ pub async fn run(file: &Path, settings: &Settings) -> Result<Outcome, CommandErr
                 .is_some_and(|manifest| manifest.is_complete());
             Ok(if all_kept { Outcome::Done } else { Outcome::Partial })
         }
+        Disposition::Erased => {
+            eprintln!(
+                "archiver: session {} was erased ({}); nothing fetched or stored",
+                event.session_id,
+                archive::TOMBSTONE_FILE
+            );
+            Ok(Outcome::Done)
+        }
         Disposition::DeadLetter(failure) | Disposition::Retry(failure) => {
             eprintln!("archiver: {}", failure.reason);
             Ok(Outcome::Partial)

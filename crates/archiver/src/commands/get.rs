@@ -1,5 +1,10 @@
-//! `archiver get KEY [-o FILE]`: downloads an archived object, decrypted with the
-//! configured SSE-C key, to FILE or stdout (CONTRACT.md section 5).
+//! `archiver get KEY [-o FILE] [--reason TEXT]`: downloads an archived object, decrypted
+//! with the configured SSE-C key, to FILE or stdout (CONTRACT.md section 5).
+//!
+//! Every get is accounted for (docs/contract.md section 9): `--reason` is required for a
+//! media object (refused with exit 2 before any request), and an audit record (who, which
+//! key, why, when; never the contents) is written before the object is read. A get whose
+//! audit record cannot be written reads nothing.
 //!
 //! FILE receives decrypted biometrics, so it is written as a private file: the object goes
 //! to a temporary file (mode 0600) in FILE's folder, which is renamed over FILE only once
@@ -9,14 +14,19 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
-use archive::{Archiver, StoreError};
+use archive::{Archiver, AuditAction, AuditRecord, StoreError};
 
 use crate::cli::Settings;
 use crate::config;
 use crate::exit::{CommandError, Outcome};
 use crate::logging;
 
-pub async fn run(key: &str, output: Option<&Path>, settings: &Settings) -> Result<Outcome, CommandError> {
+pub async fn run(
+    key: &str,
+    output: Option<&Path>,
+    reason: Option<&str>,
+    settings: &Settings,
+) -> Result<Outcome, CommandError> {
     logging::init(&settings.log_format)?;
     let archive_config = config::archive_config_alone(settings)?;
     if key.is_empty() || key.starts_with('/') {
@@ -24,11 +34,37 @@ pub async fn run(key: &str, output: Option<&Path>, settings: &Settings) -> Resul
             "KEY must be an object key such as face-reports/acme/<session>/source.jpg, got {key:?}"
         )));
     }
+    let place = ArchivedKey::of(key, &archive_config.store.prefix).ok_or_else(|| {
+        CommandError::usage(format!(
+            "KEY must be an archived object, {}<tenant>/<session>/<file>, got {key:?}",
+            archive_config.store.prefix
+        ))
+    })?;
+    let reason = reason.map(str::trim).filter(|reason| !reason.is_empty());
+    if place.is_media && reason.is_none() {
+        return Err(CommandError::usage(format!(
+            "{key} is a media object (biometric data): say why it is read with --reason TEXT (recorded in the audit trail)"
+        )));
+    }
     // Checked before anything is downloaded, so a refusal costs no request.
     let output = output.map(OutputFile::check).transpose()?;
     let archiver = Archiver::new(archive_config)
         .await
         .map_err(|err| CommandError::usage(format!("cannot set up the archive: {err}")))?;
+    let record = AuditRecord {
+        action: AuditAction::Get,
+        tenant: place.tenant.to_string(),
+        session_id: place.session_id.to_string(),
+        key: key.to_string(),
+        by: crate::commands::erase::operator(settings, &archiver).await?,
+        reason: reason.map(str::to_string),
+        at: time::OffsetDateTime::now_utc(),
+    };
+    let audit_key = archiver
+        .append_audit(&record)
+        .await
+        .map_err(|err| CommandError::Failed(anyhow!("cannot get {key}: the audit record was not written: {err}")))?;
+    tracing::debug!(key, audit_key, "audit record written");
     let bytes = match output {
         None => archiver
             .get_object(key, tokio::io::stdout())
@@ -38,6 +74,29 @@ pub async fn run(key: &str, output: Option<&Path>, settings: &Settings) -> Resul
     };
     tracing::debug!(key, bytes, "object written");
     Ok(Outcome::Done)
+}
+
+/// Where an archived key points: `{prefix}{tenant}/{session_id}/{file}`.
+struct ArchivedKey<'a> {
+    tenant: &'a str,
+    session_id: &'a str,
+    /// One of the three media files (biometric data).
+    is_media: bool,
+}
+
+impl<'a> ArchivedKey<'a> {
+    fn of(key: &'a str, prefix: &str) -> Option<ArchivedKey<'a>> {
+        let mut parts = key.strip_prefix(prefix)?.splitn(3, '/');
+        let (tenant, session_id, file) = (parts.next()?, parts.next()?, parts.next()?);
+        if !archive::is_valid_tenant(tenant) || session_id.is_empty() || file.is_empty() {
+            return None;
+        }
+        Some(ArchivedKey {
+            tenant,
+            session_id,
+            is_media: archive::SLOTS.iter().any(|slot| slot.file_name == file),
+        })
+    }
 }
 
 fn get_failed(key: &str, err: StoreError) -> CommandError {

@@ -2,7 +2,10 @@
 //! [`CommandError`](crate::exit::CommandError).
 
 pub mod archive;
+pub mod audit;
+pub mod erase;
 pub mod get;
+pub mod list;
 pub mod refetch;
 pub mod topology;
 pub mod validate;

@@ -74,7 +74,9 @@ pub async fn settle<H: Handler>(delivery: Delivery, context: &Context<H>, lost: 
         return;
     }
     let durable = match &disposition {
-        Disposition::Done => publish_result(context, &delivery, &result, &disposition).await && ack(&delivery).await,
+        Disposition::Done | Disposition::Erased => {
+            publish_result(context, &delivery, &result, &disposition).await && ack(&delivery).await
+        }
         Disposition::DeadLetter(failure) => {
             let result = ResultEvent {
                 reason: Some(failure.reason.clone()),
@@ -101,6 +103,7 @@ pub async fn settle<H: Handler>(delivery: Delivery, context: &Context<H>, lost: 
         (Disposition::DeadLetter(failure), true) => {
             tracing::warn!(outcome = "dead-lettered", reason = %failure.reason, cause = %failure.cause, dead_letter_queue = %context.topology.dead_letter_queue(), "event settled")
         }
+        (Disposition::Erased, true) => tracing::info!(outcome = "erased", "event settled; the session was erased"),
         (Disposition::Retry(_), _) => {}
         // Not made durable: the broker redelivers it (the archive is idempotent).
         (_, false) if !lost.is_cancelled() => give_back(&delivery, false).await,

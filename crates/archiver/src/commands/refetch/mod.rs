@@ -42,16 +42,19 @@ pub enum RefetchOutcome {
     WouldFetch,
     /// The vendor, the store or a media failed; `reason` says why.
     Failed,
+    /// The session was erased: nothing asked, nothing fetched or stored, ever again.
+    Erased,
 }
 
 impl RefetchOutcome {
-    pub const ALL: [RefetchOutcome; 6] = [
+    pub const ALL: [RefetchOutcome; 7] = [
         RefetchOutcome::Archived,
         RefetchOutcome::AlreadyArchived,
         RefetchOutcome::Enqueued,
         RefetchOutcome::WouldFetch,
         RefetchOutcome::Incomplete,
         RefetchOutcome::Failed,
+        RefetchOutcome::Erased,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl RefetchOutcome {
             RefetchOutcome::Enqueued => "enqueued",
             RefetchOutcome::WouldFetch => "would-fetch",
             RefetchOutcome::Failed => "failed",
+            RefetchOutcome::Erased => "erased",
         }
     }
 
@@ -215,6 +219,16 @@ fn check_options(options: &Options, problems: &mut Problems) {
 async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> SessionReport {
     let session_id = session_id.to_ascii_lowercase();
     let options = &context.options;
+    // Erased is final, `--force` or not: the vendor is not even asked.
+    match context.archiver.is_erased(tenant, &session_id).await {
+        Ok(true) => {
+            let mut report = SessionReport::new(&session_id, tenant, RefetchOutcome::Erased);
+            report.manifest_key = Some(context.archiver.manifest_key(tenant, &session_id));
+            return report;
+        }
+        Ok(false) => {}
+        Err(err) => return SessionReport::failed(&session_id, tenant, format!("cannot look for erased.json: {err}")),
+    }
     if !options.force {
         match context.archiver.manifest(tenant, &session_id).await {
             Ok(Some(manifest)) if manifest.is_finished() => {
@@ -271,6 +285,11 @@ async fn refetch_session(context: &Context, session_id: &str, tenant: &str) -> S
         Disposition::Done => SessionReport {
             outcome: RefetchOutcome::Incomplete,
             reason: Some("a media was rejected".into()),
+            ..report
+        },
+        // Erased while the vendor was asked: nothing stored.
+        Disposition::Erased => SessionReport {
+            outcome: RefetchOutcome::Erased,
             ..report
         },
         Disposition::DeadLetter(failure) | Disposition::Retry(failure) => SessionReport {
