@@ -364,3 +364,31 @@ async fn sigterm_finishes_or_returns_events_in_flight_and_exits_0() {
         test.clean_up().await;
     }
 }
+
+/// `ARCHIVER_AMQP_URL` may list the nodes of a cluster (contract 1.1 section 7): a node that
+/// is down costs a connect attempt, not the worker. The first node here is a closed port.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_list_goes_past_a_node_that_is_down() {
+    let test = WorkerTest::new("worker-nodes").await;
+    let down = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
+    let nodes = format!("{down}, {}", test.amqp_url);
+    let worker = test.start_worker(&[("ARCHIVER_AMQP_URL", &nodes)]);
+    let session = session_id(1);
+    test.publish(&test.good_event(&session)).await;
+
+    let results = test.results(1, WAIT).await;
+    assert_eq!(results[0]["outcome"], "archived", "{results:?}");
+    test.assert_media_stored(&session).await;
+    let output = stop(worker, WAIT);
+    assert_exit_0(&output);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        log.contains("broker node unavailable; trying the next"),
+        "the first node was not tried: {log}"
+    );
+    assert!(
+        !log.contains("guest:guest"),
+        "a node URL (with its credentials) was logged"
+    );
+    test.clean_up().await;
+}

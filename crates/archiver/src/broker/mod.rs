@@ -4,6 +4,7 @@
 //! else talks to RabbitMQ.
 
 mod dead_letter;
+mod nodes;
 mod publisher;
 mod tls;
 mod topology;
@@ -92,7 +93,34 @@ pub async fn bounded<T>(action: &'static str, call: impl Future<Output = lapin::
 
 /// Opens a connection named after its role, so that `rabbitmqctl list_connections` shows
 /// which connection of which worker is which. `tls` applies to `amqps://` URLs only.
+/// `amqp_url` may list the nodes of a cluster (comma-separated): they are tried in turn,
+/// starting after the node this role last connected to (`nodes.rs`).
 pub async fn connect(amqp_url: &str, tls: &BrokerTls, role: &str) -> Result<Connection, BrokerError> {
+    let nodes = nodes::nodes(amqp_url);
+    let mut last_error = None;
+    for index in nodes::order(role, nodes.len()) {
+        match connect_node(nodes[index], tls, role).await {
+            Ok(connection) => {
+                if nodes.len() > 1 {
+                    tracing::info!(role, node = index + 1, of = nodes.len(), "connected to a broker node");
+                }
+                nodes::connected(role, index);
+                return Ok(connection);
+            }
+            Err(err) => {
+                if nodes.len() > 1 {
+                    tracing::warn!(role, node = index + 1, of = nodes.len(), error = %err, "broker node unavailable; trying the next");
+                }
+                last_error = Some(err);
+            }
+        }
+    }
+    Err(last_error.unwrap_or(BrokerError::Timeout {
+        action: "connect to the broker (ARCHIVER_AMQP_URL names no node)",
+    }))
+}
+
+async fn connect_node(amqp_url: &str, tls: &BrokerTls, role: &str) -> Result<Connection, BrokerError> {
     let name = format!("archiver {role} (pid {})", std::process::id());
     let properties = ConnectionProperties::default().with_connection_name(LongString::from(name));
     version::remember(amqp_url).await;

@@ -37,7 +37,11 @@ pub fn topology(settings: &Settings, problems: &mut Problems) -> Topology {
             }
             1
         });
-    if !settings.amqp_url.starts_with("amqp://") && !settings.amqp_url.starts_with("amqps://") {
+    let nodes: Vec<&str> = settings.amqp_url.split(',').map(str::trim).collect();
+    if nodes
+        .iter()
+        .any(|url| !url.starts_with("amqp://") && !url.starts_with("amqps://"))
+    {
         // The URL may hold a password: name the setting, never echo the value.
         problems.push("ARCHIVER_AMQP_URL must start with amqp:// or amqps://");
     }
