@@ -395,5 +395,53 @@ async fn the_worker_stores_nothing_for_an_erased_session_and_publishes_erased() 
     assert_eq!(test.queue_depth().await, 0);
     assert_exit_0(&stop(worker, WAIT));
     test.clean_up().await;
-    Stack::load().s3().delete_prefix(&format!("face-reports/_audit/{}/", test.tenant)).await;
+    Stack::load()
+        .s3()
+        .delete_prefix(&format!("face-reports/_audit/{}/", test.tenant))
+        .await;
+}
+
+/// `archiver list` over more sessions than one listing page (1,000 keys): every session
+/// once, and how long it takes (printed; see README "Measured").
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_more_sessions_than_one_listing_page() {
+    use futures::stream::{self, StreamExt as _};
+    const SESSIONS: usize = 1100;
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    let tenant = unique_name("many");
+    let first = archive_session(&server, &tenant, "/video.mp4");
+    let s3 = Stack::load().s3();
+    let manifest = s3
+        .get_object_sse_c(&format!("{}{first}/manifest.json", tenant_prefix(&tenant)))
+        .await
+        .unwrap();
+    let manifest = String::from_utf8(manifest).unwrap();
+    // Small manifests written directly: what the listing reads is only manifests.
+    let started = std::time::Instant::now();
+    stream::iter(1..SESSIONS)
+        .map(|n| {
+            let session = format!("00000000-0000-4000-8000-{n:012x}");
+            let body = manifest.replace(&first, &session).into_bytes();
+            let key = format!("{}{session}/manifest.json", tenant_prefix(&tenant));
+            let s3 = &s3;
+            async move { s3.put_object_sse_c(&key, body).await.expect("put manifest") }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    eprintln!("wrote {} manifests in {:?}", SESSIONS - 1, started.elapsed());
+
+    let started = std::time::Instant::now();
+    let output = tokio::task::block_in_place(|| cli(&["list", "--tenant", &tenant], &[]));
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    let listed = lines(&output);
+    let unique: std::collections::BTreeSet<&str> = listed.iter().map(|l| l["session_id"].as_str().unwrap()).collect();
+    assert_eq!((listed.len(), unique.len()), (SESSIONS, SESSIONS));
+    assert!(listed
+        .iter()
+        .all(|line| line["finished"] == true && line["erased"] == false));
+    eprintln!("archiver list: {SESSIONS} sessions in {elapsed:?}");
+    s3.delete_prefix(&tenant_prefix(&tenant)).await;
 }

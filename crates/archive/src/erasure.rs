@@ -1,8 +1,8 @@
 //! What a tenant holds, and erasure that stays erased (docs/contract.md section 9).
 //!
-//! - [`Archiver::sessions`]: a tenant's sessions from the store's listing (one delimited
-//!   listing, then each session's manifest and tombstone, a few sessions at a time; never
-//!   a media body).
+//! - [`Archiver::sessions`]: a tenant's sessions from the store's listing (every key of
+//!   the tenant, page by page, says which sessions have a manifest and a tombstone; then
+//!   one GET per manifest, a few at a time; never a media body).
 //! - [`Archiver::erase`]: the retention checks, the tombstone `erased.json` written first
 //!   (what was there: keys, sizes, SHA-256; who, when, why), then every version of the
 //!   session's objects deleted and its unfinished uploads aborted. A rerun finds the
@@ -29,7 +29,7 @@ pub const TOMBSTONE_FILE: &str = "erased.json";
 /// The tombstone schema this crate writes.
 pub const TOMBSTONE_SCHEMA: u32 = 1;
 /// Sessions whose manifest and tombstone are read at once while listing.
-const LIST_CONCURRENCY: usize = 16;
+const LIST_CONCURRENCY: usize = 32;
 
 /// `erased.json`, schema 1: what an erasure removed, by whom, when and why. No biometric
 /// data and no URL: keys, sizes and digests only.
@@ -94,19 +94,35 @@ pub enum Erasure {
 
 impl Archiver {
     /// The tenant's sessions, in key order, each with its manifest (if any) and whether it
-    /// is erased. The listing is paginated by the store; the manifests and tombstones are
-    /// read [`LIST_CONCURRENCY`] sessions at a time.
+    /// is erased. The listing is paginated by the store; the manifests are read
+    /// [`LIST_CONCURRENCY`] at a time.
     pub async fn sessions(&self, tenant: &str) -> Result<Vec<SessionSummary>, StoreError> {
         let store = self.store();
-        let session_ids = store.list_folders(&store.tenant_prefix(tenant)).await?;
-        let summaries = stream::iter(session_ids)
-            .map(|session_id| async move {
+        let prefix = store.tenant_prefix(tenant);
+        // One listing of every key (about five a session, a thousand a page) says which
+        // sessions have a manifest and which a tombstone: only the manifests are then read,
+        // one GET each, and nothing else.
+        let mut found: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+        for object in store.list_objects(&prefix, None).await? {
+            let Some((session_id, name)) = object.key.strip_prefix(&prefix).and_then(|rest| rest.split_once('/'))
+            else {
+                continue;
+            };
+            let entry = found.entry(session_id.to_string()).or_default();
+            entry.0 |= name == MANIFEST_FILE;
+            entry.1 |= name == TOMBSTONE_FILE;
+        }
+        let summaries = stream::iter(found)
+            .map(|(session_id, (has_manifest, erased))| async move {
                 let manifest_key = store.key(tenant, &session_id, MANIFEST_FILE);
-                let tombstone_key = store.key(tenant, &session_id, TOMBSTONE_FILE);
-                let (manifest, erased) = tokio::join!(store.read_manifest(&manifest_key), store.exists(&tombstone_key));
+                let manifest = if has_manifest {
+                    self.manifest_body(&manifest_key).await?
+                } else {
+                    None
+                };
                 Ok(SessionSummary {
-                    manifest: manifest?.map(|read| read.manifest),
-                    erased: erased?,
+                    manifest,
+                    erased,
                     session_id,
                     manifest_key,
                 })
@@ -121,6 +137,23 @@ impl Archiver {
     /// it, when `ARCHIVER_OPERATOR` does not say.
     pub async fn access_key_id(&self) -> Option<String> {
         self.store().access_key_id().await
+    }
+
+    /// A manifest read in one GET (no ETag needed: nothing is written back); `None` when
+    /// it went away since the listing.
+    async fn manifest_body(&self, key: &str) -> Result<Option<Manifest>, StoreError> {
+        let mut body = Vec::new();
+        match self.store().get_object(key, &mut body).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(err) => return Err(err),
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|err| StoreError::BadManifest {
+                key: key.to_string(),
+                detail: err.to_string(),
+            })
     }
 
     /// Whether the session has a tombstone (one HEAD).

@@ -1,5 +1,5 @@
-//! Listings and what they need to erase: the sessions under a tenant (ListObjectsV2 with a
-//! `/` delimiter, page by page, never a media body), the objects under a prefix, what a
+//! Listings and what they need to erase: the objects under a prefix (ListObjectsV2, page
+//! by page; a tenant's keys say which sessions it has), whether an object exists, what a
 //! HEAD says of an object's lock, and the deletes of erasure: every version of every
 //! object under a prefix (ListObjectVersions where the store keeps versions) and the
 //! prefix's unfinished multipart uploads.
@@ -62,36 +62,6 @@ impl Store {
     /// The key prefix every object of this archive shares.
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// The "folders" right under `prefix` (ListObjectsV2 with the `/` delimiter, page by
-    /// page), without the prefix and the trailing `/`: a tenant's session ids.
-    pub async fn list_folders(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
-        let mut folders = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .delimiter("/")
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|err| request_error("ListObjectsV2", err))?;
-            folders.extend(
-                page.common_prefixes()
-                    .iter()
-                    .filter_map(|common| common.prefix())
-                    .filter_map(|folder| folder.strip_prefix(prefix))
-                    .map(|folder| folder.trim_end_matches('/').to_string()),
-            );
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => return Ok(folders),
-            }
-        }
     }
 
     /// Every object under `prefix` (ListObjectsV2, page by page), with `start_after` to skip
