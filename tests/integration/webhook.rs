@@ -543,6 +543,11 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     })
     .await;
     webhook.process.as_ref().unwrap().terminate();
+    let readyz = format!("http://127.0.0.1:{}/readyz", webhook.metrics_port);
+    eventually("/readyz says draining", Duration::from_secs(10), || async {
+        matches!(webhook.client.get(&readyz).send().await, Ok(response) if response.status() == 503)
+    })
+    .await;
     stream.write_all(&body[10..]).unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);

@@ -68,6 +68,14 @@ pub async fn run(options: &WebhookOptions, settings: &Settings) -> Result<Outcom
     let queue = Queue::new(Publisher::new(&settings.amqp_url, &tls), topology, readiness.clone());
     let webhook = Arc::new(Webhook { tenants, queue });
     let probe = tokio::spawn(probe(webhook.clone(), shutdown.clone()));
+    // Not ready from the first moment of the drain, so that the Service stops sending traffic.
+    let draining = {
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            readiness.set_draining(true);
+        })
+    };
     tracing::info!(
         addr = %local_addr,
         metrics_addr = %server.local_addr(),
@@ -75,7 +83,7 @@ pub async fn run(options: &WebhookOptions, settings: &Settings) -> Result<Outcom
     );
 
     webhook::serve(listener, webhook.clone(), shutdown.clone(), drain).await;
-    readiness.set_draining(true);
+    let _ = draining.await;
     let _ = probe.await;
     webhook.queue.close().await;
     server.stop();
