@@ -384,12 +384,42 @@ async fn the_worker_stores_nothing_for_an_erased_session_and_publishes_erased() 
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     let hits = test.media.hits("/source.jpg");
 
-    // A replay (a DLQ replay, a webhook retry): acknowledged, nothing fetched or stored.
+    // A replay (a DLQ replay): acknowledged, nothing fetched or stored.
     test.publish(&test.good_event(&session)).await;
     let again = test.results(1, WAIT).await;
     assert_eq!(again[0]["outcome"], "erased", "{again:?}");
     assert_eq!(again[0]["routing_key"], "erased", "{again:?}");
     assert_eq!(again[0]["session_id"], session.as_str());
+
+    // The vendor's signed webhook for it again: queued, then erased at the worker (its
+    // message id is the webhook's own, so its result is picked by routing key and session).
+    let erased_results = format!("{}.erased", test.tenant);
+    test.amqp.declare_queue(&erased_results, Default::default()).await;
+    test.amqp.bind(&erased_results, "archiver.results", "erased").await;
+    let webhook = signed_webhook(&test, &session).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let message = test
+            .amqp
+            .get(&erased_results, left)
+            .await
+            .expect("an erased result from the webhook's event");
+        let result: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+        let from_webhook = message
+            .delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|id| id.to_string());
+        if result["session_id"] == session.as_str() && from_webhook.is_some_and(|id| !id.starts_with(&test.queue)) {
+            assert_eq!(result["outcome"], "erased", "{result}");
+            break;
+        }
+    }
+    test.amqp.delete_queue(&erased_results).await;
+    assert_exit_0(&stop(webhook, WAIT));
+
     assert_eq!(test.media.hits("/source.jpg"), hits);
     assert_eq!(test.keys().await, vec![test.key(&session, "erased.json")]);
     assert_eq!(test.queue_depth().await, 0);
@@ -444,4 +474,108 @@ async fn lists_more_sessions_than_one_listing_page() {
         .all(|line| line["finished"] == true && line["erased"] == false));
     eprintln!("archiver list: {SESSIONS} sessions in {elapsed:?}");
     s3.delete_prefix(&tenant_prefix(&tenant)).await;
+}
+
+/// Starts `archiver webhook` for the test's tenant and POSTs the vendor's signed webhook of a
+/// decided session (the test's good media); returns the running webhook once it answered 200.
+async fn signed_webhook(test: &crate::worker_harness::WorkerTest, session: &str) -> crate::support::Running {
+    use hmac::{Hmac, Mac as _};
+    const SECRET: &str = "retention-webhook-secret";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!("[tenants.{}]\nwebhook_secret = \"{SECRET}\"\n", test.tenant),
+    )
+    .unwrap();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free port")
+    };
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut command = test.command("webhook");
+    command
+        .env("ARCHIVER_TENANTS_FILE", &tenants)
+        .env("ARCHIVER_WEBHOOK_ADDR", format!("127.0.0.1:{port}"))
+        .env("ARCHIVER_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"));
+    let running = crate::support::Running::spawn(command, None);
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let ready = format!("http://127.0.0.1:{metrics_port}/readyz");
+    crate::worker_harness::eventually("the webhook's /readyz", Duration::from_secs(30), || async {
+        matches!(client.get(&ready).send().await, Ok(response) if response.status() == 200)
+    })
+    .await;
+    let mut event = test.good_event(session);
+    let face = event["face"].take();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "session_id": session, "status": "Approved", "webhook_type": "status.updated",
+        "created_at": 1_800_000_000, "decision": { "session_id": session, "face": face }
+    }))
+    .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let response = client
+        .post(format!("http://127.0.0.1:{port}/webhooks/{}", test.tenant))
+        .header("content-type", "application/json")
+        .header("x-timestamp", OffsetDateTime::now_utc().unix_timestamp().to_string())
+        .header("x-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("the webhook answers");
+    assert_eq!(response.status().as_u16(), 200);
+    // The tenants file is read at start; the folder may go.
+    drop(dir);
+    running
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erase_that_stopped_after_its_tombstone_is_finished_by_a_rerun() {
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    let tenant = unique_name("stopped");
+    let session = archive_session(&server, &tenant, "/video.mp4");
+    let prefix = format!("{}{session}/", tenant_prefix(&tenant));
+    let s3 = Stack::load().s3();
+    // What an erase that died after its first write leaves: the tombstone, every object.
+    let tombstone = serde_json::json!({
+        "schema": 1, "session_id": session, "tenant": tenant, "erased_at": "2026-11-30T10:00:00Z",
+        "reason": "DSR-1", "by": "dpo", "objects": [{"key": format!("{prefix}source.jpg"), "bytes": 1, "sha256": "00"}]
+    });
+    s3.put_object_sse_c(&format!("{prefix}erased.json"), serde_json::to_vec(&tombstone).unwrap())
+        .await
+        .unwrap();
+    // Already final for the pipeline.
+    let event = event_json(&session, &tenant, None, &Urls::of(&server));
+    let output = tokio::task::block_in_place(|| archive_event(&server, &event, &[]));
+    assert_eq!(
+        (output.status.code(), output.stdout.is_empty()),
+        (Some(0), true),
+        "{}",
+        printed(&output)
+    );
+
+    // A rerun (even inside a retention period: the decision was made) finishes the deletes
+    // and keeps the first tombstone as the record.
+    let output = erase(&tenant, &[&session], &[("ARCHIVER_RETAIN_DAYS", "30".into())]);
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    let line = &lines(&output)[0];
+    assert_eq!(
+        (line["outcome"].as_str(), line["deleted"].as_u64()),
+        (Some("erased"), Some(4)),
+        "{line}"
+    );
+    assert_eq!(s3.list_keys(&prefix).await, vec![format!("{prefix}erased.json")]);
+    let kept: Value =
+        serde_json::from_slice(&s3.get_object_sse_c(&format!("{prefix}erased.json")).await.unwrap()).unwrap();
+    assert_eq!(kept, tombstone);
+    s3.delete_prefix(&tenant_prefix(&tenant)).await;
+    s3.delete_prefix(&format!("face-reports/_audit/{tenant}/")).await;
 }

@@ -99,7 +99,9 @@ impl Store {
     /// Whether an object is at `key` (a HEAD; no key needed to see that it exists).
     pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
         // A HEAD of an SSE-C object without its key is refused (400), not "absent": the
-        // current key goes along, and a refusal for the key still means "something is here".
+        // current key goes along, then the keyring's; a 400 for the key still means
+        // "something is here" (an object written under a key no longer configured), while a
+        // 403 may be a missing permission and stays an error.
         let answer = self
             .client
             .head_object()
@@ -116,8 +118,10 @@ impl Store {
                     .raw_response()
                     .is_some_and(|r| matches!(r.status().as_u16(), 400 | 403)) =>
             {
+                let refused_for_its_key = err.raw_response().is_some_and(|r| r.status().as_u16() == 400);
                 match self.head(key).await {
                     Ok(found) => Ok(found.is_some()),
+                    Err(_) if refused_for_its_key => Ok(true),
                     Err(_) => Err(request_error("HeadObject", err)),
                 }
             }
