@@ -579,3 +579,63 @@ async fn an_erase_that_stopped_after_its_tombstone_is_finished_by_a_rerun() {
     s3.delete_prefix(&tenant_prefix(&tenant)).await;
     s3.delete_prefix(&format!("face-reports/_audit/{tenant}/")).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_in_flight_sees_the_tombstone_before_its_manifest_and_stops() {
+    use crate::support::{ArchiverEnv as _, Running};
+    let media = TestMedia::get();
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    // The video takes about two seconds: the erase lands while it is being fetched.
+    let burst = media.video.len().saturating_sub(60_000);
+    server.route(
+        "/video.mp4",
+        Behaviour::BurstThenTrickle {
+            body: media.video.clone(),
+            burst,
+            bytes_per_sec: 30_000,
+        },
+    );
+    let tenant = unique_name("inflight");
+    let session = new_session_id();
+    let lower = session.to_ascii_lowercase();
+    let prefix = format!("{}{lower}/", tenant_prefix(&tenant));
+    let event = event_json(&session, &tenant, None, &Urls::of(&server));
+    let mut command = archiver();
+    command
+        .args(["archive", "-"])
+        .media_server(&server)
+        .env("NO_COLOR", "1");
+    let mut running = Running::spawn(command, Some(&event));
+    let s3 = Stack::load().s3();
+    let source = format!("{prefix}source.jpg");
+    crate::support::eventually("the source image stored", WAIT, || async {
+        s3.list_keys(&source).await.contains(&source)
+    })
+    .await;
+    assert!(running.is_running(), "the archive finished before the erase could land");
+    let tombstone = serde_json::json!({
+        "schema": 1, "session_id": lower, "tenant": tenant, "erased_at": "2026-11-30T10:00:00Z",
+        "reason": "DSR-2", "by": "dpo", "objects": []
+    });
+    s3.put_object_sse_c(&format!("{prefix}erased.json"), serde_json::to_vec(&tombstone).unwrap())
+        .await
+        .unwrap();
+
+    let output = tokio::task::block_in_place(|| running.wait_timeout(WAIT)).expect("the archive ends");
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    assert!(output.stdout.is_empty(), "{}", printed(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("was erased"),
+        "{}",
+        printed(&output)
+    );
+    let keys = s3.list_keys(&prefix).await;
+    assert!(!keys.contains(&format!("{prefix}manifest.json")), "{keys:?}");
+    // What it completed in between goes with a rerun of the erase.
+    let output = erase(&tenant, &[&lower], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
+    assert_eq!(s3.list_keys(&prefix).await, vec![format!("{prefix}erased.json")]);
+    s3.delete_prefix(&tenant_prefix(&tenant)).await;
+    s3.delete_prefix(&format!("face-reports/_audit/{tenant}/")).await;
+}
