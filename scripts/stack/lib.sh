@@ -21,8 +21,9 @@ OUR_RABBITMQ_NODENAME=rabbit@localhost
 # Its Erlang distribution port (RabbitMQ's default, AMQP + 20000, made explicit).
 OUR_RABBITMQ_DIST_PORT=25672
 # The epmd port of the Debian 13 root's nodes: not the usual 4369, so that they never
-# meet an epmd (and Erlang nodes) of the host's own.
-ROOT_EPMD_PORT=4371
+# meet an epmd (and Erlang nodes) of the host's own. The cluster (scripts/stack/cluster.sh)
+# runs its own root with its own epmd, on ARCHIVER_STACK_EPMD_PORT.
+ROOT_EPMD_PORT=${ARCHIVER_STACK_EPMD_PORT:-4371}
 # The minimal Debian 13 root RabbitMQ 4 runs in on hosts that are not Debian 13
 # (scripts/stack/rabbitmq.sh makes it).
 RABBITMQ_ROOT=$STACK_DIR/rabbitmq-root
