@@ -83,6 +83,10 @@ export ARCHIVER_S3_PREFIX=bench-memory/ RUST_LOG=warn
 # As the image runs it (deploy/Dockerfile): fewer glibc arenas, less memory held per thread.
 ARENAS=${BENCH_MALLOC_ARENA_MAX:-2}
 if [[ $ARENAS == unset ]]; then unset MALLOC_ARENA_MAX; else export MALLOC_ARENA_MAX=$ARENAS; fi
+# The image's fixed mmap threshold (deploy/Dockerfile); BENCH_MALLOC_MMAP_THRESHOLD=unset
+# measures glibc's dynamic default instead.
+MMAP_THRESHOLD=${BENCH_MALLOC_MMAP_THRESHOLD:-1048576}
+if [[ $MMAP_THRESHOLD == unset ]]; then unset MALLOC_MMAP_THRESHOLD_; else export MALLOC_MMAP_THRESHOLD_=$MMAP_THRESHOLD; fi
 
 # mib PID: the process's peak resident set so far, in MiB.
 mib() { awk '/^VmHWM:/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
@@ -125,7 +129,7 @@ phase large large.mp4 "$HOSTILE_BYTES"
 idle_large=$idle peak_large=$peak result_large=$result dead_large=${dead:-0}
 
 {
-	echo "worker peak memory without Content-Length, $(date -u +%FT%TZ), $(nproc) cores, concurrency $CONCURRENCY, $PROFILE build, MALLOC_ARENA_MAX=$ARENAS"
+	echo "worker peak memory without Content-Length, $(date -u +%FT%TZ), $(nproc) cores, concurrency $CONCURRENCY, $PROFILE build, MALLOC_ARENA_MAX=$ARENAS, MALLOC_MMAP_THRESHOLD_=$MMAP_THRESHOLD"
 	printf '  idle (connected, nothing published):              %6s MiB  (%s MiB in the second phase)\n' "$idle_small" "$idle_large"
 	printf '  baseline: %d events, %4.1f MB videos, chunked:      %6s MiB  %s\n' "$EVENTS" "$(echo "$(size small.mp4) / 1000000" | bc -l)" "$peak_small" "$result_small"
 	printf '  %d events, %4.1f MB videos, chunked, + one %d-byte hostile message: %s MiB  %s\n' \

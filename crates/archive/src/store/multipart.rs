@@ -24,8 +24,8 @@ use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use super::error::{is_condition_failed, request_error};
-use super::put::Condition;
 use super::lock::LockWrite;
+use super::put::Condition;
 use super::sse::{SseC, SseWrite};
 use super::{checksum_of_hex, Store, StoreError, META_KEY_ID, META_SHA256};
 
@@ -37,6 +37,8 @@ pub struct Upload<'a> {
     /// The length the source declared, to size the buffer.
     declared: Option<u64>,
     buffer: BytesMut,
+    /// Bytes already sent as parts.
+    sent: u64,
     multipart: Option<Multipart>,
 }
 
@@ -55,6 +57,7 @@ impl<'a> Upload<'a> {
             content_type,
             declared,
             buffer: BytesMut::new(),
+            sent: 0,
             multipart: None,
         }
     }
@@ -64,21 +67,36 @@ impl<'a> Upload<'a> {
         let part_size = self.store.part_size;
         while !chunk.is_empty() {
             if self.buffer.capacity() == 0 {
-                // The declared size when known (a part at most), else a small start that
-                // grows by doubling; `take` below keeps it within one part.
-                let initial = self
-                    .declared
-                    .map_or(64 * 1024, |length| length.min(part_size as u64) as usize);
+                // What is left of the declared size when known (a part at most), else a
+                // small start that grows (see `grow`); `take` keeps it within one part.
+                let initial = self.declared.map_or(64 * 1024, |length| {
+                    length.saturating_sub(self.sent).clamp(1, part_size as u64) as usize
+                });
                 self.buffer = BytesMut::with_capacity(initial);
             }
             let take = chunk.len().min(part_size - self.buffer.len());
+            self.grow(self.buffer.len() + take);
             self.buffer.extend_from_slice(&chunk.split_to(take));
             if self.buffer.len() == part_size {
                 let part = std::mem::take(&mut self.buffer).freeze();
+                self.sent += part.len() as u64;
                 self.send_part(part).await?;
             }
         }
         Ok(())
+    }
+
+    /// Makes room for `needed` bytes by doubling, but never past one part: left to itself,
+    /// `BytesMut` would double a 4 MiB buffer to 8 MiB to hold a 5 MiB part, and with
+    /// sources that declare no length that waste was most of a worker's peak memory.
+    fn grow(&mut self, needed: usize) {
+        if needed <= self.buffer.capacity() {
+            return;
+        }
+        let capacity = (self.buffer.capacity() * 2).max(needed).min(self.store.part_size);
+        let mut bigger = BytesMut::with_capacity(capacity);
+        bigger.extend_from_slice(&self.buffer);
+        self.buffer = bigger;
     }
 
     /// Sends one complete part with its checksum, creating the upload on first use.
