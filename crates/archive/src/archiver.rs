@@ -19,11 +19,11 @@ use tracing::Instrument;
 
 use crate::attempt::MediaJob;
 use crate::config::ArchiveConfig;
+use crate::erasure::TOMBSTONE_FILE;
 use crate::event::{event_expiry, media_expiry, ReportEvent};
 use crate::fetch::Fetcher;
 use crate::manifest::{manifest_time, Encryption, FaceSummary, Manifest, MediaEntry, MediaSet, MediaStatus};
 use crate::outcome::{self, Cause, Disposition, Failure};
-use crate::erasure::TOMBSTONE_FILE;
 use crate::slot::{Slot, MANIFEST_FILE, SLOTS};
 use crate::store::{ManifestRead, Store, StoreError};
 use crate::{ArchiveError, Archived, ProgressObserver, Received, MANIFEST_SCHEMA};

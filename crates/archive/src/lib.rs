@@ -37,8 +37,8 @@ mod vendor;
 pub use address::{is_public, non_public_reason};
 pub use archiver::Archiver;
 pub use audit::{AuditAction, AuditRecord};
-pub use erasure::{EraseRequest, ErasedObject, Erasure, SessionSummary, Tombstone, TOMBSTONE_FILE};
 pub use config::{AllowedHost, ArchiveConfig, FetchConfig, LockMode, ObjectLock, Sse, SseCustomerKey, StoreConfig};
+pub use erasure::{EraseRequest, ErasedObject, Erasure, SessionSummary, Tombstone, TOMBSTONE_FILE};
 pub use event::{
     event_expiry, is_valid_tenant, media_expiry, parse_event, session_id, url_own_expiry, EventError, Face, Received,
     ReportEvent, Status,
