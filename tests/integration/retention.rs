@@ -641,3 +641,41 @@ async fn a_writer_in_flight_sees_the_tombstone_before_its_manifest_and_stops() {
     s3.delete_prefix(&tenant_prefix(&tenant)).await;
     s3.delete_prefix(&format!("face-reports/_audit/{tenant}/")).await;
 }
+
+/// Garage has no Object Lock: the proxy adds to every HEAD what S3 reports of a locked
+/// object, and `erase` must refuse, changing nothing, with the date (or the hold).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_object_is_not_erased_before_its_date() {
+    let server = MediaServer::start();
+    serve_good_media(&server);
+    let tenant = unique_name("lock-refused");
+    let session = archive_session(&server, &tenant, "/video.mp4");
+    let s3 = Stack::load().s3();
+    let before = s3.list_keys(&tenant_prefix(&tenant)).await;
+    let proxy = S3Proxy::start();
+    let through_proxy: Vec<(&str, String)> = proxy.env().iter().map(|(k, v)| (*k, v.clone())).collect();
+    let cases: [(&[(&str, &str)], Option<&str>, &str); 2] = [
+        (
+            &[
+                ("x-amz-object-lock-mode", "COMPLIANCE"),
+                ("x-amz-object-lock-retain-until-date", "2031-11-30T10:00:00.000Z"),
+            ],
+            Some("2031-11-30T10:00:00Z"),
+            "S3 Object Lock (COMPLIANCE) until 2031-11-30T10:00:00Z",
+        ),
+        (&[("x-amz-object-lock-legal-hold", "ON")], None, "legal hold"),
+    ];
+    for (headers, until, says) in cases {
+        proxy.pass_through();
+        proxy.add_response_headers(Rule::operation("HeadObject"), headers);
+        let output = erase(&tenant, &[&session], &through_proxy);
+        assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+        let line = &lines(&output)[0];
+        assert_eq!(line["outcome"], "refused", "{line}");
+        assert_eq!(line["until"].as_str(), until, "{line}");
+        assert!(line["reason"].as_str().unwrap().contains(says), "{line}");
+        assert_eq!(s3.list_keys(&tenant_prefix(&tenant)).await, before);
+    }
+    assert!(s3.list_keys(&format!("face-reports/_audit/{tenant}/")).await.is_empty());
+    s3.delete_prefix(&tenant_prefix(&tenant)).await;
+}

@@ -17,7 +17,8 @@
 //! proxy.fail(S3Fault::AccessDenied, Rule::writes()); // reads pass, writes are refused
 //! proxy.fail(S3Fault::SlowDown, Rule::operation("UploadPart").times(1)); // once only
 //! proxy.fail(S3Fault::PreconditionFailed, Rule::operation_on("PutObject", key));
-//! proxy.pass_through(); // the outage is over
+//! proxy.add_response_headers(Rule::operation("HeadObject"), &[("x-amz-object-lock-legal-hold", "ON")]);
+//! proxy.pass_through(); // the outage is over (and no header is added any more)
 //! assert!(proxy.requests().iter().filter(|r| r.operation() == "PutObject")
 //!     .all(|r| r.header("x-amz-checksum-sha256").is_some()));
 //! ```
@@ -174,6 +175,8 @@ impl S3Request {
 #[derive(Default)]
 struct State {
     faults: Vec<(S3Fault, Rule)>,
+    /// Headers added to the store's answers to the requests a rule matches.
+    added_headers: Vec<(Rule, Vec<(String, String)>)>,
     requests: Vec<S3Request>,
 }
 
@@ -290,9 +293,18 @@ impl S3Proxy {
         self.state.lock().unwrap().faults.push((fault, rule));
     }
 
-    /// Forgets every fault: everything passes through again.
+    /// Adds `headers` to the store's answers to the requests `rule` matches: what a store
+    /// with features Garage lacks would report (an Object Lock's retain-until date on a HEAD).
+    pub fn add_response_headers(&self, rule: Rule, headers: &[(&str, &str)]) {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.state.lock().unwrap().added_headers.push((rule, headers));
+    }
+
+    /// Forgets every fault and added header: everything passes through again.
     pub fn pass_through(&self) {
-        self.state.lock().unwrap().faults.clear();
+        let mut state = self.state.lock().unwrap();
+        state.faults.clear();
+        state.added_headers.clear();
     }
 
     /// Every request so far, in the order received.
@@ -380,12 +392,24 @@ async fn forward(
         }
     };
     record.status = response.status().as_u16();
+    let added: Vec<(String, String)> = {
+        let state = state.lock().unwrap();
+        state
+            .added_headers
+            .iter()
+            .filter(|(rule, _)| (rule.matches)(&record))
+            .flat_map(|(_, headers)| headers.clone())
+            .collect()
+    };
     state.lock().unwrap().requests.push(record);
     let mut builder = hyper::Response::builder().status(response.status());
     for (name, value) in response.headers() {
         if !hop_by_hop(name.as_str()) {
             builder = builder.header(name, value);
         }
+    }
+    for (name, value) in added {
+        builder = builder.header(name, value);
     }
     let stream = response.bytes_stream().map(|chunk| {
         chunk
