@@ -305,12 +305,21 @@ for line in open(os.path.join(work, "faults")):
 last = times[-1] if times else finished
 wall = last - started
 gaps = sorted(b - a for a, b in zip(times, times[1:]))
+# What the workers saw (their logs): broker connections lost, and events whose delivery was
+# lost while handled or whose ack could not be sent (the broker redelivers both).
+reconnects = lost = 0
+for f in os.listdir(work):
+    if f.startswith("worker") and f.endswith(".log"):
+        for line in open(os.path.join(work, f), errors="replace"):
+            reconnects += "lost the broker; reconnecting" in line
+            lost += "the delivery was lost while it was handled" in line or "could not acknowledge" in line
 summary = {
     "events": events, "workers": 3, "sessions_listed": len(listed), "wall_secs": round(wall, 1),
     "events_per_sec": round(events / wall, 2) if wall > 0 else None,
     "events_per_sec_per_worker": round(events / wall / 3, 2) if wall > 0 else None,
     "median_gap_between_manifests": round(gaps[len(gaps) // 2], 3) if gaps else None,
     "manifest_writes": len(writes), "sessions_with_manifest_rewritten": rewritten,
+    "broker_reconnects": reconnects, "deliveries_lost_and_redelivered": lost,
     "sampled_sessions": int(sampled), "queue_left": int(in_queue), "dlq": int(in_dlq),
     "faults": faults, "passed": not problems, "problems": problems,
 }
