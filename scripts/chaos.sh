@@ -24,7 +24,8 @@
 #   EVENTS=600 CONCURRENCY=4 SAMPLE=20 bash scripts/chaos.sh
 #
 # Loopback only; every wait bounded (CHAOS_TIMEOUT seconds for the drain, default 900).
-# Work files: target/chaos/RUN/ (the summary in summary.json).
+# Work files: target/chaos/RUN/ (the summary in summary.json). The run's objects are
+# deleted at the end unless CHAOS_KEEP=1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -230,7 +231,8 @@ sse=(--s3-sse-customer-algorithm AES256 --s3-sse-customer-key-base64 "$ARCHIVER_
 get_failures=0 sample_failures=0 sampled=0
 rclone_s3 copy "garage:$ARCHIVER_S3_BUCKET/chaos/$RUN/bench" "$WORK/manifests" --include '*/manifest.json' "${sse[@]}" \
 	>"$WORK/rclone.log" 2>&1 || get_failures=1
-find "$WORK/manifests" -name manifest.json | sort | head -n "$SAMPLE" | while read -r manifest; do
+# awk, not head: head would close the pipe early and pipefail end the script.
+find "$WORK/manifests" -name manifest.json | sort | awk -v n="$SAMPLE" 'NR <= n' | while read -r manifest; do
 	session=$(basename "$(dirname "$manifest")")
 	printf '%s/%s\n' "$session" source.jpg "$session" target.jpg "$session" video.mp4
 done >"$WORK/sample.list"
@@ -327,5 +329,10 @@ json.dump(summary, open(os.path.join(work, "summary.json"), "w"), indent=1)
 print(json.dumps(summary, indent=1))
 sys.exit(0 if not problems else 1)
 EOF
+# The run's objects (1.7 GB, three replicas on this one disk) go unless CHAOS_KEEP=1.
+if [[ ${CHAOS_KEEP:-0} != 1 ]]; then
+	rclone_s3 purge "garage:$ARCHIVER_S3_BUCKET/chaos/$RUN" --transfers 16 >>"$WORK/rclone.log" 2>&1 ||
+		say "WARNING: could not delete the run's objects under chaos/$RUN/ (see $WORK/rclone.log)"
+fi
 if ((status == 0)); then say "PASSED (summary: $WORK/summary.json)"; else say "FAILED (summary: $WORK/summary.json)"; fi
 exit "$status"
