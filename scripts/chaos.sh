@@ -85,6 +85,7 @@ cleanup() {
 		kill -TERM "$pid" 2>/dev/null || true
 	done
 	[[ -n $media_pid ]] && kill "$media_pid" 2>/dev/null || true
+	rm -f "$WORK/archiver" "$WORK/bench_worker"
 	if [[ -n ${ARCHIVER_QUEUE:-} ]]; then
 		bash "$CLUSTER" ctl 1 delete_queue "$ARCHIVER_QUEUE" >/dev/null 2>&1 || true
 		bash "$CLUSTER" ctl 1 delete_queue "$ARCHIVER_QUEUE.dlq" >/dev/null 2>&1 || true
