@@ -16,7 +16,8 @@
 #      the queue and its dead-letter queue empty.
 #
 # It prints events/s with three workers and, per fault, the seconds from the fault to the
-# next manifest written and the longest pause in manifest writes in the 30 s after it
+# next manifest written and the longest pause in manifest writes after it (until the
+# next fault, at most 30 s)
 # (the manifests' times come from the S3 front's access log). Exit 0 if every check
 # passed, 1 if one failed, 2 if the run could not be made.
 #
@@ -297,14 +298,17 @@ for _, uri in writes:
 rewritten = sum(1 for c in per_session.values() if c > 1)
 times = [t for t, _ in writes]
 faults = []
-for line in open(os.path.join(work, "faults")):
-    at, what = line.split(" ", 1)
-    at = float(at)
+made = sorted((float(at), what.strip()) for at, what in (l.split(" ", 1) for l in open(os.path.join(work, "faults"))))
+for i, (at, what) in enumerate(made):
+    # The pause is looked for up to the next fault (at most 30 s), so that one pause is
+    # charged to the fault it followed, not to every fault whose window holds it.
+    end = min(at + 30, made[i + 1][0] if i + 1 < len(made) else at + 30)
     after = [t for t in times if t > at]
-    window = [at] + [t for t in after if t <= at + 30]
+    window = [at] + [t for t in after if t <= end]
     longest = max((b - a for a, b in zip(window, window[1:])), default=None)
-    faults.append({"fault": what.strip(), "secs_to_next_manifest": round(after[0] - at, 2) if after else None,
-                   "longest_pause_in_30s": round(longest, 2) if longest is not None else None})
+    faults.append({"fault": what, "secs_to_next_manifest": round(after[0] - at, 2) if after else None,
+                   "longest_pause_before_next_fault": round(longest, 2) if longest is not None else None,
+                   "window_secs": round(end - at, 1)})
 last = times[-1] if times else finished
 wall = last - started
 gaps = sorted(b - a for a, b in zip(times, times[1:]))
