@@ -69,6 +69,8 @@ pub enum EventOutcome {
     Archived,
     /// Dead-lettered with a reason (routing key `dead-lettered`), invalid events included.
     DeadLettered,
+    /// The session was erased: nothing stored, acknowledged (routing key `erased`).
+    Erased,
     /// Returned to the queue after a transient failure or a drain.
     Requeued,
     /// Held unacknowledged through an outage of the store, to be run again when it answers
@@ -83,6 +85,7 @@ impl EventOutcome {
         match disposition {
             Disposition::Done if durable => EventOutcome::Archived,
             Disposition::DeadLetter(_) if durable => EventOutcome::DeadLettered,
+            Disposition::Erased if durable => EventOutcome::Erased,
             _ => EventOutcome::Requeued,
         }
     }
@@ -91,6 +94,7 @@ impl EventOutcome {
         match self {
             EventOutcome::Archived => "archived",
             EventOutcome::DeadLettered => "dead-lettered",
+            EventOutcome::Erased => "erased",
             EventOutcome::Requeued => "requeued",
             EventOutcome::Held => "held",
         }
@@ -225,5 +229,31 @@ pub fn media_finished(kind: MediaKind, status: MediaStatus, stored_bytes: Option
     counter!(MEDIA, "kind" => kind, "status" => status.as_str()).increment(1);
     if let Some(bytes) = stored_bytes {
         counter!(STORED_BYTES, "kind" => kind).increment(bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use archive::{Cause, Disposition, Failure};
+
+    use super::EventOutcome;
+
+    /// A settled event's label is the disposition's own word (the result's routing key).
+    #[test]
+    fn settled_outcomes_are_labelled_with_the_routing_key() {
+        let failure = Failure::new(Cause::InvalidEvent, "x");
+        for disposition in [
+            Disposition::Done,
+            Disposition::DeadLetter(failure.clone()),
+            Disposition::Erased,
+        ] {
+            let outcome = EventOutcome::settled(&disposition, true);
+            assert_eq!(Some(outcome.label()), disposition.outcome(), "{disposition:?}");
+            assert_eq!(EventOutcome::settled(&disposition, false), EventOutcome::Requeued);
+        }
+        assert_eq!(
+            EventOutcome::settled(&Disposition::Retry(failure), true),
+            EventOutcome::Requeued
+        );
     }
 }
