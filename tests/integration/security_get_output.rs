@@ -16,7 +16,9 @@ use crate::support::{archiver, run_with_timeout, unique_name, MediaServer, Stack
 
 fn get_to(key: &str, file: &Path) -> Output {
     let mut command = archiver();
-    command.args(["get", key, "--reason", "integration test", "-o"]).arg(file);
+    command
+        .args(["get", key, "--reason", "integration test", "-o"])
+        .arg(file);
     run_with_timeout(command, None, Duration::from_secs(60))
 }
 

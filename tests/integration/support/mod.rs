@@ -17,8 +17,8 @@ pub mod tls;
 
 pub use amqp::Amqp;
 pub use cli::{archiver, run, run_with_timeout, stdout_json, ArchiverEnv, Running};
-pub use s3_proxy::{Rule, S3Fault, S3Proxy, S3Request};
 pub use media_server::{Behaviour, MediaServer, RecordedRequest, SECRET_QUERY_MARKER, SECRET_SIGNATURE};
+pub use s3_proxy::{Rule, S3Fault, S3Proxy, S3Request};
 pub use stack::{repo_root, unique_name, Stack, S3};
 pub use tls::TestCa;
 
