@@ -24,7 +24,20 @@ record() { # record NAME STATUS [DETAIL]
 	if (($2 == 0)); then results+=("ok      $1${3:+: $3}"); else results+=("FAILED  $1${3:+: $3}"); status=1; fi
 }
 suite_log=$(mktemp)
-trap 'rm -f "$suite_log"' EXIT
+
+# Under CI (CI=true) the stack is stopped at the end, also after a failure: the broker's
+# Debian 13 root has /proc mounted inside the clone while RabbitMQ runs (scripts/stack/
+# rabbitmq.sh), and a clone must end as a plain tree that its runner can remove. Elsewhere
+# the stack stays up for the next run (ARCHIVER_STACK_STOP=1 or 0 overrides).
+stop_stack=${ARCHIVER_STACK_STOP:-$([[ ${CI:-} == true ]] && echo 1 || echo 0)}
+stack_started=0
+stop_stack_now() {
+	if ((stop_stack == 1 && stack_started == 1)); then
+		stack_started=0
+		bash scripts/stack/down.sh || echo "stopping the stack failed (scripts/stack/down.sh)" >&2
+	fi
+}
+trap 'rm -f "$suite_log"; stop_stack_now' EXIT
 
 # The cheap checks first: they need neither the stack nor a build.
 step "checking formatting (cargo fmt --all -- --check)"
@@ -49,6 +62,7 @@ fi
 record "dependency policy (cargo deny: bans, licenses, sources)" "$deny"
 
 step "starting the local stack (scripts/stack/up.sh)"
+stack_started=1
 bash scripts/stack/up.sh
 # shellcheck disable=SC1091
 source "${ARCHIVER_STACK_DIR:-$repo_root/.stack}/env"
@@ -91,6 +105,11 @@ for check in scripts/checks/*.sh; do
 	"$check" || check_status=$?
 	record "check $check" "$check_status"
 done
+
+if ((stop_stack == 1)); then
+	step "stopping the local stack (scripts/stack/down.sh)"
+	stop_stack_now
+fi
 
 step "summary"
 printf '  %s\n' "${results[@]}"
