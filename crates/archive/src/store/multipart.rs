@@ -20,7 +20,7 @@
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::error::{is_condition_failed, request_error};
@@ -36,7 +36,8 @@ pub struct Upload<'a> {
     content_type: &'static str,
     /// The length the source declared, to size the buffer.
     declared: Option<u64>,
-    buffer: BytesMut,
+    /// The part being gathered. A `Vec`, not a `BytesMut`, for `reserve_exact`: see `grow`.
+    buffer: Vec<u8>,
     /// Bytes already sent as parts.
     sent: u64,
     multipart: Option<Multipart>,
@@ -56,7 +57,7 @@ impl<'a> Upload<'a> {
             key,
             content_type,
             declared,
-            buffer: BytesMut::new(),
+            buffer: Vec::new(),
             sent: 0,
             multipart: None,
         }
@@ -72,13 +73,13 @@ impl<'a> Upload<'a> {
                 let initial = self.declared.map_or(64 * 1024, |length| {
                     length.saturating_sub(self.sent).clamp(1, part_size as u64) as usize
                 });
-                self.buffer = BytesMut::with_capacity(initial);
+                self.buffer = Vec::with_capacity(initial);
             }
             let take = chunk.len().min(part_size - self.buffer.len());
             self.grow(self.buffer.len() + take);
             self.buffer.extend_from_slice(&chunk.split_to(take));
             if self.buffer.len() == part_size {
-                let part = std::mem::take(&mut self.buffer).freeze();
+                let part = Bytes::from(std::mem::take(&mut self.buffer));
                 self.sent += part.len() as u64;
                 self.send_part(part).await?;
             }
@@ -87,16 +88,18 @@ impl<'a> Upload<'a> {
     }
 
     /// Makes room for `needed` bytes by doubling, but never past one part: left to itself,
-    /// `BytesMut` would double a 4 MiB buffer to 8 MiB to hold a 5 MiB part, and with
-    /// sources that declare no length that waste was most of a worker's peak memory.
+    /// a growing buffer would double a 4 MiB buffer to 8 MiB to hold a 5 MiB part, and with
+    /// sources that declare no length that waste was most of a worker's peak memory. The
+    /// growth is a `realloc` of the same buffer (`reserve_exact`), not a new buffer and a
+    /// copy: glibc grows a large (mmapped) block with `mremap`, so the old and the new never
+    /// both count in the worker's memory, where a copy held both for a moment (up to 9 MiB
+    /// for the step from 4 to 5 MiB, on each core at once).
     fn grow(&mut self, needed: usize) {
         if needed <= self.buffer.capacity() {
             return;
         }
         let capacity = (self.buffer.capacity() * 2).max(needed).min(self.store.part_size);
-        let mut bigger = BytesMut::with_capacity(capacity);
-        bigger.extend_from_slice(&self.buffer);
-        self.buffer = bigger;
+        self.buffer.reserve_exact(capacity - self.buffer.len());
     }
 
     /// Sends one complete part with its checksum, creating the upload on first use.
@@ -170,7 +173,7 @@ impl<'a> Upload<'a> {
     ) -> Result<(), StoreError> {
         let store = self.store;
         if self.multipart.is_none() {
-            let body = std::mem::take(&mut self.buffer).freeze();
+            let body = Bytes::from(std::mem::take(&mut self.buffer));
             let mut metadata = metadata;
             metadata.push((META_SHA256, sha256.to_string()));
             let etag = store
@@ -180,7 +183,7 @@ impl<'a> Upload<'a> {
             return store.verify_written(&self.key, bytes, &expected, &etag).await;
         }
         if !self.buffer.is_empty() {
-            let last = std::mem::take(&mut self.buffer).freeze();
+            let last = Bytes::from(std::mem::take(&mut self.buffer));
             self.send_part(last).await?;
         }
         let Some(multipart) = self.multipart.as_ref() else {
