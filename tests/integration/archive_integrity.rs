@@ -725,19 +725,53 @@ async fn a_worker_that_loses_its_connection_mid_upload_leaves_one_complete_recor
     test.clean_up().await;
 }
 
+/// The setting of the tests where another writer gets to a key first: the three good media
+/// on a media server, the S3 fault proxy in front of the store, a new tenant's new session.
+struct StoreRace {
+    server: MediaServer,
+    proxy: S3Proxy,
+    proxy_env: [(&'static str, String); 2],
+    tenant: String,
+    session: String,
+    prefix: String,
+}
+
+impl StoreRace {
+    fn start(tenant: &str) -> StoreRace {
+        let server = MediaServer::start();
+        serve_good_media(&server);
+        let proxy = S3Proxy::start();
+        let proxy_env = proxy.env();
+        let tenant = unique_name(tenant);
+        let session = new_session_id();
+        let prefix = session_prefix(&tenant, &session);
+        StoreRace {
+            server,
+            proxy,
+            proxy_env,
+            tenant,
+            session,
+            prefix,
+        }
+    }
+
+    /// The archiver's settings that send its S3 requests through the proxy.
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.proxy_env
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_download() {
     let media = TestMedia::get();
-    let server = MediaServer::start();
-    serve_good_media(&server);
-    let proxy = S3Proxy::start();
-    let proxy_env = proxy.env();
-    let env: Vec<(&str, &str)> = proxy_env.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    let tenant = unique_name("lost-race");
-    let session = new_session_id();
-    let prefix = session_prefix(&tenant, &session);
-    let event = event_json(&session, &tenant, None, &Urls::of(&server));
-    let first = archive(&server, &event, &env);
+    let race = StoreRace::start("lost-race");
+    let (server, proxy, env) = (&race.server, &race.proxy, race.env());
+    let (tenant, session, prefix) = (&race.tenant, &race.session, &race.prefix);
+    let event = event_json(session, tenant, None, &Urls::of(server));
+    let first = archive(server, &event, &env);
     assert_eq!(first.status.code(), Some(0), "{}", printed(&first));
     let s3 = Stack::load().s3();
     s3.client()
@@ -747,7 +781,7 @@ async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_dow
         .send()
         .await
         .unwrap();
-    let before = objects(&prefix).await;
+    let before = objects(prefix).await;
     // Another writer completes source.jpg between this writer's look and its write: the
     // look finds nothing, the write (If-None-Match: *) loses, as S3 answers it.
     let source_key = format!("{prefix}source.jpg");
@@ -760,7 +794,7 @@ async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_dow
         Rule::operation_on("PutObject", &source_key),
     );
 
-    let output = archive(&server, &event, &env);
+    let output = archive(server, &event, &env);
 
     assert_eq!(output.status.code(), Some(0), "{}", printed(&output));
     let manifest = manifest_of(&output);
@@ -774,13 +808,60 @@ async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_dow
         2,
         "the lost write is followed by taking the other writer's object, not by downloading again"
     );
-    let after: Vec<_> = objects(&prefix)
+    let after: Vec<_> = objects(prefix)
         .await
         .into_iter()
         .filter(|o| !o.0.ends_with("manifest.json"))
         .collect();
     assert_eq!(after, before);
-    s3.delete_prefix(&prefix).await;
+    s3.delete_prefix(prefix).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_the_archiver_did_not_write_at_a_media_key_is_left_untouched_and_named_in_the_record() {
+    let media = TestMedia::get();
+    let race = StoreRace::start("occupied");
+    let (server, proxy, env) = (&race.server, &race.proxy, race.env());
+    let (tenant, session, prefix) = (&race.tenant, &race.session, &race.prefix);
+    let source_key = format!("{prefix}source.jpg");
+    // Someone else's object at the key: no verified checksum, none of the archiver's metadata.
+    let foreign = b"an object the archiver did not write".to_vec();
+    let s3 = Stack::load().s3();
+    s3.put_object_sse_c(&source_key, foreign.clone()).await.unwrap();
+    // Garage ignores If-None-Match; the proxy answers the conditional write as S3 does.
+    proxy.fail(
+        S3Fault::PreconditionFailed,
+        Rule::operation_on("PutObject", &source_key),
+    );
+    let event = event_json(session, tenant, None, &Urls::of(server));
+
+    let output = archive(server, &event, &env);
+
+    // A failure no retry cures: exit 1 (dead-lettered through the worker), not a store
+    // outage that would hold the event and download the media again on every lap.
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    let manifest = manifest_of(&output);
+    let source = &manifest["media"]["source_image"];
+    assert_eq!(source["status"], "failed", "{manifest}");
+    assert_eq!(source["cause"], "key-occupied", "{manifest}");
+    assert!(
+        source["reason"].as_str().unwrap_or_default().contains(&source_key),
+        "the reason names the key: {manifest}"
+    );
+    for name in ["target_image", "video"] {
+        assert_eq!(manifest["media"][name]["status"], "stored", "{manifest}");
+    }
+    assert_eq!(
+        manifest["media"]["target_image"]["sha256"],
+        json!(sha256_hex(&media.target))
+    );
+    assert_eq!(server.hits("/source.jpg"), 1, "one download, then no retry");
+    assert_eq!(
+        s3.get_object_sse_c(&source_key).await.unwrap(),
+        foreign,
+        "the other object is left as it was"
+    );
+    s3.delete_prefix(prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

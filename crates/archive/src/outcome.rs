@@ -46,11 +46,13 @@ pub enum Cause {
     InvalidEvent,
     /// The writer lost its delivery (channel or connection closed) and stopped.
     Cancelled,
+    /// The media's key holds an object the archiver did not write; left untouched.
+    KeyOccupied,
 }
 
 impl Cause {
     /// Every cause, for tables and tests.
-    pub const ALL: [Cause; 14] = [
+    pub const ALL: [Cause; 15] = [
         Cause::UrlExpired,
         Cause::SourceDenied,
         Cause::SourceGone,
@@ -65,6 +67,7 @@ impl Cause {
         Cause::ChecksumMismatch,
         Cause::InvalidEvent,
         Cause::Cancelled,
+        Cause::KeyOccupied,
     ];
 
     /// The code as written in manifests, headers and metric labels.
@@ -84,6 +87,7 @@ impl Cause {
             Cause::ChecksumMismatch => "checksum-mismatch",
             Cause::InvalidEvent => "invalid-event",
             Cause::Cancelled => "cancelled",
+            Cause::KeyOccupied => "key-occupied",
         }
     }
 
@@ -148,6 +152,7 @@ impl From<&StoreError> for Cause {
             StoreFault::Mismatch => Cause::ChecksumMismatch,
             StoreFault::TooLarge => Cause::TooLarge,
             StoreFault::Cancelled => Cause::Cancelled,
+            StoreFault::Occupied => Cause::KeyOccupied,
         }
     }
 }

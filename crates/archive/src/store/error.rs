@@ -44,6 +44,10 @@ pub enum StoreError {
     /// The writer lost its delivery and stopped before this write.
     #[error("stopped before writing {key}: the delivery was lost")]
     Cancelled { key: String },
+    /// A conditional write lost to an object that is not the archiver's (no verified
+    /// checksum, or not our metadata): no retry can write there, an operator must look.
+    #[error("{key} holds an object the archiver did not write (no verified checksum or not its metadata); it is left untouched: move it away, then refetch the session")]
+    Occupied { key: String },
 }
 
 /// Whose fault a store error is, which decides what happens next.
@@ -66,6 +70,8 @@ pub enum StoreFault {
     TooLarge,
     /// The writer stopped (its delivery was lost).
     Cancelled,
+    /// Another object, not the archiver's, holds the key.
+    Occupied,
 }
 
 impl StoreError {
@@ -80,6 +86,7 @@ impl StoreError {
             }
             StoreError::Sink(_) => StoreFault::Outage,
             StoreError::Cancelled { .. } => StoreFault::Cancelled,
+            StoreError::Occupied { .. } => StoreFault::Occupied,
         }
     }
 
