@@ -35,6 +35,9 @@ stop_stack_now() {
 	if ((stop_stack == 1 && stack_started == 1)); then
 		stack_started=0
 		bash scripts/stack/down.sh || echo "stopping the stack failed (scripts/stack/down.sh)" >&2
+		# Whatever down.sh could not stop (a node caught half started) is ended, and the
+		# root's /proc unmounted.
+		bash scripts/stack/rabbitmq.sh release || echo "the broker's root is still in use (scripts/stack/rabbitmq.sh release)" >&2
 	fi
 }
 trap 'rm -f "$suite_log"; stop_stack_now' EXIT

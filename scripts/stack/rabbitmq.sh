@@ -7,6 +7,9 @@
 #   scripts/stack/rabbitmq.sh ctl ARGS...    rabbitmqctl ARGS against it
 #   scripts/stack/rabbitmq.sh install        only make sure the broker's software is there
 #   scripts/stack/rabbitmq.sh version        the version of the broker answering on its port
+#   scripts/stack/rabbitmq.sh release        after stop: end whatever still runs in the Debian 13
+#                                            root (SIGTERM, then SIGKILL) and unmount its proc,
+#                                            so that the folder is a plain tree again (CI)
 #
 #   scripts/stack/rabbitmq.sh --node NAME --port PORT --dist-port PORT start|stop|ctl ...
 #       the same for a scratch node (a test's own broker): it runs the same software as
@@ -346,6 +349,38 @@ release_root() {
 	fi
 }
 
+# roots_processes: the pids of the processes whose root is the Debian 13 root.
+roots_processes() {
+	local root pid
+	root=$(cd "$RABBITMQ_ROOT" && pwd -P)
+	for pid in /proc/[0-9]*; do
+		[[ $(readlink "$pid/root" 2>/dev/null) == "$root" ]] && echo "${pid#/proc/}"
+	done
+	return 0
+}
+
+no_roots_processes() { [[ -z $(roots_processes) ]]; }
+
+# force_release: what release_root does, whatever still runs in the root: for a run that
+# must leave no mount behind (a node caught half started or half stopped, a stuck epmd).
+force_release() {
+	[[ -d $RABBITMQ_ROOT ]] || return 0
+	local signal pids
+	for signal in TERM KILL; do
+		mapfile -t pids < <(roots_processes)
+		((${#pids[@]} > 0)) || break
+		say "rabbitmq: ending ${#pids[@]} processes still running in $RABBITMQ_ROOT (SIG$signal)"
+		kill -"$signal" "${pids[@]}" 2>/dev/null || true
+		wait_for 15 "rabbitmq: the root's processes ended" no_roots_processes || true
+	done
+	unmount_under "$RABBITMQ_ROOT"
+	if grep -q " $(cd "$RABBITMQ_ROOT" && pwd -P)[/ ]" /proc/self/mounts; then
+		warn "something is still mounted under $RABBITMQ_ROOT"
+		return 1
+	fi
+	return 0
+}
+
 write_wrapper() {
 	mkdir -p "$STACK_DIR/bin"
 	{
@@ -474,5 +509,6 @@ stop) if $scratch; then stop_scratch_node; else stop_stack_broker; fi ;;
 ctl) ctl_in "$MODE" "$@" ;;
 install) install "$MODE" ;;
 version) amqp_version ;;
+release) force_release ;;
 *) usage ;;
 esac

@@ -755,6 +755,16 @@ impl StoreRace {
         }
     }
 
+    /// What is at `key` shows only by the time of the write: the proxy hides it from the
+    /// first look (404) and answers the write (`If-None-Match: *`) 412, as S3 does; Garage
+    /// ignores the condition.
+    fn appears_between_look_and_write(&self, key: &str) {
+        self.proxy
+            .fail(S3Fault::NoSuchKey, Rule::operation_on("HeadObject", key).times(1));
+        self.proxy
+            .fail(S3Fault::PreconditionFailed, Rule::operation_on("PutObject", key));
+    }
+
     /// The archiver's settings that send its S3 requests through the proxy.
     fn env(&self) -> Vec<(&str, &str)> {
         self.proxy_env
@@ -768,7 +778,7 @@ impl StoreRace {
 async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_download() {
     let media = TestMedia::get();
     let race = StoreRace::start("lost-race");
-    let (server, proxy, env) = (&race.server, &race.proxy, race.env());
+    let (server, env) = (&race.server, race.env());
     let (tenant, session, prefix) = (&race.tenant, &race.session, &race.prefix);
     let event = event_json(session, tenant, None, &Urls::of(server));
     let first = archive(server, &event, &env);
@@ -785,14 +795,7 @@ async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_dow
     // Another writer completes source.jpg between this writer's look and its write: the
     // look finds nothing, the write (If-None-Match: *) loses, as S3 answers it.
     let source_key = format!("{prefix}source.jpg");
-    proxy.fail(
-        S3Fault::NoSuchKey,
-        Rule::operation_on("HeadObject", &source_key).times(1),
-    );
-    proxy.fail(
-        S3Fault::PreconditionFailed,
-        Rule::operation_on("PutObject", &source_key),
-    );
+    race.appears_between_look_and_write(&source_key);
 
     let output = archive(server, &event, &env);
 
@@ -820,48 +823,51 @@ async fn a_media_another_writer_completed_first_is_taken_as_stored_after_one_dow
 #[tokio::test(flavor = "multi_thread")]
 async fn an_object_the_archiver_did_not_write_at_a_media_key_is_left_untouched_and_named_in_the_record() {
     let media = TestMedia::get();
-    let race = StoreRace::start("occupied");
-    let (server, proxy, env) = (&race.server, &race.proxy, race.env());
-    let (tenant, session, prefix) = (&race.tenant, &race.session, &race.prefix);
-    let source_key = format!("{prefix}source.jpg");
-    // Someone else's object at the key: no verified checksum, none of the archiver's metadata.
-    let foreign = b"an object the archiver did not write".to_vec();
-    let s3 = Stack::load().s3();
-    s3.put_object_sse_c(&source_key, foreign.clone()).await.unwrap();
-    // Garage ignores If-None-Match; the proxy answers the conditional write as S3 does.
-    proxy.fail(
-        S3Fault::PreconditionFailed,
-        Rule::operation_on("PutObject", &source_key),
-    );
-    let event = event_json(session, tenant, None, &Urls::of(server));
+    // Found when the archiver looks before fetching; or there only by the time it writes
+    // (the proxy hides it from that look, and answers the write 412 as S3 does: Garage
+    // ignores If-None-Match).
+    for (case, appears_during_the_download, downloads) in [("found first", false, 0), ("found at the write", true, 1)] {
+        let race = StoreRace::start("occupied");
+        let (server, env) = (&race.server, race.env());
+        let (tenant, session, prefix) = (&race.tenant, &race.session, &race.prefix);
+        let source_key = format!("{prefix}source.jpg");
+        // Someone else's object at the key: no verified checksum, none of the archiver's metadata.
+        let foreign = format!("an object the archiver did not write ({case})").into_bytes();
+        let s3 = Stack::load().s3();
+        s3.put_object_sse_c(&source_key, foreign.clone()).await.unwrap();
+        if appears_during_the_download {
+            race.appears_between_look_and_write(&source_key);
+        }
+        let event = event_json(session, tenant, None, &Urls::of(server));
 
-    let output = archive(server, &event, &env);
+        let output = archive(server, &event, &env);
 
-    // A failure no retry cures: exit 1 (dead-lettered through the worker), not a store
-    // outage that would hold the event and download the media again on every lap.
-    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
-    let manifest = manifest_of(&output);
-    let source = &manifest["media"]["source_image"];
-    assert_eq!(source["status"], "failed", "{manifest}");
-    assert_eq!(source["cause"], "key-occupied", "{manifest}");
-    assert!(
-        source["reason"].as_str().unwrap_or_default().contains(&source_key),
-        "the reason names the key: {manifest}"
-    );
-    for name in ["target_image", "video"] {
-        assert_eq!(manifest["media"][name]["status"], "stored", "{manifest}");
+        // A failure no retry cures: exit 1 (dead-lettered through the worker), not a store
+        // outage that would hold the event and download the media again on every lap.
+        assert_eq!(output.status.code(), Some(1), "{case}: {}", printed(&output));
+        let manifest = manifest_of(&output);
+        let source = &manifest["media"]["source_image"];
+        assert_eq!(source["status"], "failed", "{case}: {manifest}");
+        assert_eq!(source["cause"], "key-occupied", "{case}: {manifest}");
+        assert!(
+            source["reason"].as_str().unwrap_or_default().contains(&source_key),
+            "{case}: the reason names the key: {manifest}"
+        );
+        for name in ["target_image", "video"] {
+            assert_eq!(manifest["media"][name]["status"], "stored", "{case}: {manifest}");
+        }
+        assert_eq!(
+            manifest["media"]["target_image"]["sha256"],
+            json!(sha256_hex(&media.target))
+        );
+        assert_eq!(server.hits("/source.jpg"), downloads, "{case}: downloads of source.jpg");
+        assert_eq!(
+            s3.get_object_sse_c(&source_key).await.unwrap(),
+            foreign,
+            "{case}: the other object is left as it was"
+        );
+        s3.delete_prefix(prefix).await;
     }
-    assert_eq!(
-        manifest["media"]["target_image"]["sha256"],
-        json!(sha256_hex(&media.target))
-    );
-    assert_eq!(server.hits("/source.jpg"), 1, "one download, then no retry");
-    assert_eq!(
-        s3.get_object_sse_c(&source_key).await.unwrap(),
-        foreign,
-        "the other object is left as it was"
-    );
-    s3.delete_prefix(prefix).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

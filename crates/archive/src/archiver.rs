@@ -259,9 +259,16 @@ impl Archiver {
             }
             Ok(None) => {}
             Err(err) => {
-                tracing::warn!(key, error = %err, "cannot look for an object already stored");
+                let reason = match err {
+                    // Someone else's object holds the key: not fetched, never written over.
+                    StoreError::Occupied { .. } => err.to_string(),
+                    _ => {
+                        tracing::warn!(key, error = %err, "cannot look for an object already stored");
+                        format!("cannot look for an object already stored: {err}")
+                    }
+                };
                 let entry = MediaEntry::Failed {
-                    reason: format!("cannot look for an object already stored: {err}"),
+                    reason,
                     cause: Some(Cause::from(&err)),
                 };
                 crate::progress::finished(slot.kind, MediaStatus::Failed);

@@ -91,15 +91,10 @@ impl MediaJob<'_> {
             if matches!(result, Err(AttemptError::Store(StoreError::Conflict { .. }))) {
                 match self.recover(slot, &key).await {
                     Ok(Some(stored)) => result = Ok(stored),
-                    // Not ours, yet something is there: every write would lose to it again
-                    // (each time after a download), so the media fails with its own cause
-                    // and the event is dead-lettered, the object untouched.
-                    Ok(None) => match self.store.exists(&key).await {
-                        Ok(true) => result = Err(AttemptError::Store(StoreError::Occupied { key: key.clone() })),
-                        // Gone meanwhile: the conflict is retried like any other.
-                        Ok(false) => {}
-                        Err(err) => result = Err(AttemptError::Store(err)),
-                    },
+                    // Gone meanwhile: the conflict is retried like any other.
+                    Ok(None) => {}
+                    // `Occupied` among them: an object that is not ours won the race; every
+                    // write would lose to it again, so the media fails with its own cause.
                     Err(err) => result = Err(AttemptError::Store(err)),
                 }
             }

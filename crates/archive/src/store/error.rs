@@ -44,8 +44,9 @@ pub enum StoreError {
     /// The writer lost its delivery and stopped before this write.
     #[error("stopped before writing {key}: the delivery was lost")]
     Cancelled { key: String },
-    /// A conditional write lost to an object that is not the archiver's (no verified
-    /// checksum, or not our metadata): no retry can write there, an operator must look.
+    /// A media key holds an object that is not the archiver's (no verified checksum, or
+    /// not our metadata): it is not written over, and no retry can write there; an
+    /// operator must look.
     #[error("{key} holds an object the archiver did not write (no verified checksum or not its metadata); it is left untouched: move it away, then refetch the session")]
     Occupied { key: String },
 }

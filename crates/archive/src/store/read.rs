@@ -103,7 +103,9 @@ impl Store {
 
     /// What the store reports of the object at a media key, when it holds one written by
     /// the archiver with a SHA-256 checksum it verified (the archiver completes a media
-    /// only after validation, so such an object is stored evidence). `None` otherwise.
+    /// only after validation, so such an object is stored evidence); `None` when the key is
+    /// free. Any other object there is [`StoreError::Occupied`]: the archiver never writes
+    /// over what it did not write.
     pub async fn find_stored(&self, key: &str) -> Result<Option<FoundObject>, StoreError> {
         let Some(head) = self.head(key).await? else {
             return Ok(None);
@@ -112,9 +114,9 @@ impl Store {
         let (Some(checksum), true) = (head.checksum_sha256(), metadata.contains_key(META_KEY_ID)) else {
             tracing::warn!(
                 key,
-                "an object without a verified checksum or our metadata is at a media key; not counted as stored"
+                "an object without a verified checksum or our metadata is at a media key; left untouched"
             );
-            return Ok(None);
+            return Err(StoreError::Occupied { key: key.to_string() });
         };
         Ok(Some(FoundObject {
             bytes: head.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
