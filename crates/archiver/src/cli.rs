@@ -398,6 +398,61 @@ mod tests {
         assert_eq!(format!("{limits:?}"), format!("{:?}", media::Limits::default()));
     }
 
+    /// A setting's name is declared once, here (`env = ...`), and spelled again where
+    /// `config.rs` and the other checks name it in a message. Every such name in the three
+    /// crates' sources must be one the command line declares, so that a renamed setting
+    /// cannot leave a message naming the old one.
+    #[test]
+    fn every_setting_a_message_names_is_declared() {
+        use clap::CommandFactory as _;
+        fn declared(command: &clap::Command, names: &mut std::collections::BTreeSet<String>) {
+            for arg in command.get_arguments() {
+                if let Some(name) = arg.get_env() {
+                    names.insert(name.to_string_lossy().into_owned());
+                }
+            }
+            for sub in command.get_subcommands() {
+                declared(sub, names);
+            }
+        }
+        fn spelled(dir: &std::path::Path, names: &mut Vec<(String, String)>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    spelled(&path, names);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (at, _) in text.match_indices("ARCHIVER_") {
+                        let name: String = text[at..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                            .collect();
+                        // The bare prefix is this test's own search string.
+                        if name.len() > "ARCHIVER_".len() {
+                            names.push((name, path.display().to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        declared(&Cli::command(), &mut names);
+        assert!(names.len() > 30, "{names:?}");
+        let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = Vec::new();
+        for krate in ["archiver", "archive", "media"] {
+            spelled(&crates.join(krate).join("src"), &mut found);
+        }
+        // A test build's hook, not a setting (worker/settle.rs).
+        let hooks = ["ARCHIVER_TEST_PANIC_SESSION_ID"];
+        let unknown: Vec<_> = found
+            .iter()
+            .filter(|(name, _)| !names.contains(name) && !hooks.contains(&name.as_str()))
+            .collect();
+        assert!(found.len() > 40, "{found:?}");
+        assert!(unknown.is_empty(), "names no argument declares: {unknown:?}");
+    }
+
     #[test]
     fn debug_shows_no_secret() {
         let cli = Cli::try_parse_from([
