@@ -329,26 +329,6 @@ halt() {
 	fi
 }
 
-# release_root: once no node runs in the root, stop its epmd and unmount its proc.
-release_root() {
-	[[ -d $RABBITMQ_ROOT/proc ]] || return 0
-	if mountpoint -q "$RABBITMQ_ROOT/proc"; then
-		broker_command debian13 epmd -kill
-		# epmd refuses to exit while nodes are registered with it.
-		"${BROKER_CMD[@]}" >/dev/null 2>&1 || true
-		local root pid busy=""
-		root=$(cd "$RABBITMQ_ROOT" && pwd -P)
-		for pid in /proc/[0-9]*; do
-			[[ $(readlink "$pid/root" 2>/dev/null) == "$root" ]] && busy+=" ${pid#/proc/}"
-		done
-		if [[ -n $busy ]]; then
-			say "rabbitmq: processes still run in $RABBITMQ_ROOT (pids$busy); proc stays mounted there"
-			return 0
-		fi
-		umount "$RABBITMQ_ROOT/proc" || warn "could not unmount $RABBITMQ_ROOT/proc"
-	fi
-}
-
 # roots_processes: the pids of the processes whose root is the Debian 13 root.
 roots_processes() {
 	local root pid
@@ -360,6 +340,23 @@ roots_processes() {
 }
 
 no_roots_processes() { [[ -z $(roots_processes) ]]; }
+
+# release_root: once no node runs in the root, stop its epmd and unmount its proc.
+release_root() {
+	[[ -d $RABBITMQ_ROOT/proc ]] || return 0
+	if mountpoint -q "$RABBITMQ_ROOT/proc"; then
+		broker_command debian13 epmd -kill
+		# epmd refuses to exit while nodes are registered with it.
+		"${BROKER_CMD[@]}" >/dev/null 2>&1 || true
+		local busy
+		busy=$(roots_processes | tr '\n' ' ')
+		if [[ -n $busy ]]; then
+			say "rabbitmq: processes still run in $RABBITMQ_ROOT (pids ${busy% }); proc stays mounted there"
+			return 0
+		fi
+		umount "$RABBITMQ_ROOT/proc" || warn "could not unmount $RABBITMQ_ROOT/proc"
+	fi
+}
 
 # force_release: what release_root does, whatever still runs in the root: for a run that
 # must leave no mount behind (a node caught half started or half stopped, a stuck epmd).
